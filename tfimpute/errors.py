@@ -1,0 +1,17 @@
+"""Exceptions that carry a one-line, user-facing explanation."""
+
+
+class TfImputeError(Exception):
+    """Base class: every error a user can cause and fix by changing their input."""
+
+
+class DataError(TfImputeError):
+    """The dataset could not be found or read (names the path and the problem)."""
+
+
+class InvalidInputError(TfImputeError, ValueError):
+    """Arrays or options passed to the library are malformed (shape, range, NaN...)."""
+
+
+class WorkdirError(TfImputeError):
+    """A workdir holds a run that is incompatible with the requested one."""

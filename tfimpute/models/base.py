@@ -1,0 +1,68 @@
+"""The interface every imputer of the zoo implements (models and untrained baselines).
+
+An imputer is a Keras model with
+
+* ``impute_batch(images, mask, seed)``: traceable TensorFlow function on float32
+  tensors [B, 28, 28, 1] (mask: 1 = observed); returns imputed images in which
+  every observed pixel is exactly the input pixel. ``seed`` is an int32 [2]
+  tensor for stateless randomness, so a call can be reproduced (exported models
+  take it as an input). Deterministic imputers ignore it.
+* ``prepare(train_data)``: one-off set-up from the incomplete training data
+  before the first epoch (statistics such as the observation probabilities).
+* ``train_step(batch)``: one update from a batch ``(observed, mask)``; returns a
+  dict of scalar logs. Untrained imputers set ``trainable_imputer = False``.
+
+``impute(images, mask)`` is the public NumPy entry point: it validates input,
+batches it and returns a NumPy array.
+"""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from tfimpute.masks import IncompleteData
+from tfimpute.validation import check_images_and_mask
+
+
+def keep_observed(images: tf.Tensor, mask: tf.Tensor, filled: tf.Tensor) -> tf.Tensor:
+    """Observed pixels from ``images``, missing ones from ``filled`` (exactly, not by arithmetic)."""
+    return tf.where(mask > 0.5, images, filled)
+
+
+def default_seed(seed: int = 0) -> tf.Tensor:
+    return tf.constant([seed, 0], dtype=tf.int32)
+
+
+class Imputer(keras.Model):
+    """Base class: see the module docstring for the contract."""
+
+    trainable_imputer = True
+
+    def prepare(self, train_data: IncompleteData) -> None:
+        """Default: nothing to prepare."""
+
+    def impute_batch(self, images: tf.Tensor, mask: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
+        raise NotImplementedError
+
+    def impute(self, images, mask, *, seed: int = 0, batch_size: int = 1000) -> np.ndarray:
+        """Validates ``images``/``mask`` and imputes them batch by batch (NumPy in, NumPy out)."""
+        images, mask = check_images_and_mask(images, mask)
+        impute_fn = self._compiled_impute()
+        outputs = []
+        for start in range(0, len(images), batch_size):
+            batch_seed = tf.constant([seed, start], dtype=tf.int32)
+            outputs.append(impute_fn(images[start:start + batch_size],
+                                     mask[start:start + batch_size], batch_seed).numpy())
+        if not outputs:
+            return np.zeros_like(images)
+        return np.concatenate(outputs)
+
+    def _compiled_impute(self):
+        if getattr(self, "_impute_fn", None) is None:
+            spec = tf.TensorSpec([None, 28, 28, 1], tf.float32)
+            self._impute_fn = tf.function(
+                self.impute_batch,
+                input_signature=[spec, spec, tf.TensorSpec([2], tf.int32)])
+        return self._impute_fn

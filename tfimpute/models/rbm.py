@@ -1,0 +1,220 @@
+"""Binary-binary RBM for incomplete data: the LM-RBM and the baseline of Salakhutdinov et al.
+
+Paper: "Perception-distortion trade-off with restricted Boltzmann machines"
+(``../shared/seeds/000_*.txt``), Section 3 and Algorithm 1.
+
+Energy E(v, h) = -bᵀv - vᵀWh - cᵀh. With visible units split into observed (o)
+and missing (m), the LM-RBM linearises the softplus terms of the observed energy
+around W_m h = 0, which adds σ(b_m)ᵀ W_m h to the hidden pre-activation:
+
+    p(h | v_o) = σ((v ⊙ (1 - m) + σ(b) ⊙ m) W + c)         (Alg. 1, line 3)
+
+``linearized=False`` gives the baseline [5]: parameters of missing units are
+dropped, i.e. σ(b) ⊙ m is replaced by 0 in lines 3 and 5. Lines 8-9 of
+Algorithm 1 are proportional to b_m = σ(b) ⊙ m, so they vanish with it; this
+is "Algorithm 1 without lines 8-9" together with the energy of [5] that the
+paper's Section 3 describes (no σ(b_m)ᵀ W_m h term).
+
+Mask convention: the package's ``mask`` is 1 = observed. Algorithm 1's m is
+``1 - mask``; the conversion happens in :meth:`RBM.cd1_updates` and
+:meth:`RBM.hidden_probabilities` and nowhere else.
+
+Training is minibatch CD-1 exactly as Algorithm 1: the per-example updates are
+SUMMED over the batch (not averaged) and applied as W += η ΔW through a Keras
+SGD optimizer (gradient = -ΔW), so momentum or another optimizer stays a flag
+away. Optional low-rank W = AB ([5], eq. 14): A and B move along ΔW Bᵀ and
+Aᵀ ΔW (the chain rule through W = AB). The paper's rule of thumb sets the rank
+to the expected number of observed visible units in the training data.
+"""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from tfimpute.masks import IncompleteData
+from tfimpute.models.base import Imputer, keep_observed
+
+IMPUTE_MODES = ("mean_field", "sample")
+
+
+def _bernoulli(probabilities: tf.Tensor, uniforms: tf.Tensor) -> tf.Tensor:
+    return tf.cast(uniforms < probabilities, probabilities.dtype)
+
+
+class RBM(Imputer):
+    """Binary-binary RBM trained by CD-1 on incomplete data (LM-RBM or baseline [5]).
+
+    Args:
+      hidden_units: number of hidden units (paper: 4096).
+      linearized: True for the LM-RBM, False for the baseline of [5].
+      rank: None for a full W, or the rank r of W = AB.
+      impute_mode: "mean_field" (h and v as probabilities; lowest RMSE) or
+        "sample" (h drawn from p(h | v_o), v = E[v | h]).
+      seed: base seed of the CD-1 random draws (stateless, keyed by the
+        optimizer's step, so a resumed run draws what an uninterrupted one would).
+    """
+
+    def __init__(self, hidden_units: int = 4096, linearized: bool = True, rank: int | None = None,
+                 impute_mode: str = "mean_field", seed: int = 0, visible_units: int = 784, **kwargs):
+        super().__init__(**kwargs)
+        if hidden_units < 1:
+            raise ValueError(f"hidden_units must be >= 1, got {hidden_units}")
+        if rank is not None and not 1 <= rank <= min(visible_units, hidden_units):
+            raise ValueError(f"rank must be in [1, {min(visible_units, hidden_units)}], got {rank}")
+        if impute_mode not in IMPUTE_MODES:
+            raise ValueError(f"impute_mode must be one of {IMPUTE_MODES}, got {impute_mode!r}")
+        self.hidden_units = hidden_units
+        self.visible_units = visible_units
+        self.linearized = linearized
+        self.rank = rank
+        self.impute_mode = impute_mode
+        self.seed = seed
+        n, m = visible_units, hidden_units
+        self.visible_bias = self.add_weight(shape=(n,), initializer="zeros", name="visible_bias")
+        self.hidden_bias = self.add_weight(shape=(m,), initializer="zeros", name="hidden_bias")
+        if rank is None:
+            self.kernel = self.add_weight(
+                shape=(n, m), initializer=keras.initializers.RandomNormal(stddev=0.01, seed=seed),
+                name="kernel")
+        else:
+            # Each factor's scale is chosen so that the entries of A @ B have std 0.01.
+            factor_std = float(np.sqrt(0.01 / np.sqrt(rank)))
+            self.factor_a = self.add_weight(
+                shape=(n, rank), initializer=keras.initializers.RandomNormal(stddev=factor_std, seed=seed),
+                name="factor_a")
+            self.factor_b = self.add_weight(
+                shape=(rank, m),
+                initializer=keras.initializers.RandomNormal(stddev=factor_std, seed=seed + 1),
+                name="factor_b")
+        # λ of Algorithm 1: per-unit probability of being observed in the training data.
+        self.observed_probability = self.add_weight(
+            shape=(n,), initializer="ones", trainable=False, name="observed_probability")
+        self.built = True
+
+    def get_config(self) -> dict:
+        return {"hidden_units": self.hidden_units, "linearized": self.linearized, "rank": self.rank,
+                "impute_mode": self.impute_mode, "seed": self.seed,
+                "visible_units": self.visible_units, "name": self.name}
+
+    @property
+    def weight_matrix(self) -> tf.Tensor:
+        """W, shape [visible, hidden] (A @ B when factorised)."""
+        if self.rank is None:
+            return tf.convert_to_tensor(self.kernel)
+        return tf.matmul(self.factor_a, self.factor_b)
+
+    def prepare(self, train_data: IncompleteData) -> None:
+        """Sets λ from the training masks and b from the observed pixel means.
+
+        b_i = logit(p_i), p_i the mean of pixel i where it is observed (Hinton's
+        practical guide; the paper does not state its initialisation).
+        """
+        n = self.visible_units
+        mask = train_data.mask.reshape(-1, n).astype(np.float64)
+        observed = train_data.observed.reshape(-1, n).astype(np.float64)
+        counts = mask.sum(axis=0)
+        self.observed_probability.assign(mask.mean(axis=0).astype(np.float32))
+        overall = observed.sum() / max(mask.sum(), 1.0)
+        means = np.where(counts > 0, observed.sum(axis=0) / np.maximum(counts, 1.0), overall)
+        means = np.clip(means, 1e-3, 1 - 1e-3)
+        self.visible_bias.assign(np.log(means / (1 - means)).astype(np.float32))
+
+    def _flatten(self, images: tf.Tensor) -> tf.Tensor:
+        return tf.reshape(images, [-1, self.visible_units])
+
+    def _missing_bias(self, observed_mask: tf.Tensor) -> tf.Tensor:
+        """b_m = σ(b) ⊙ m with m = 1 - mask (Alg. 1, line 3); zero for the baseline [5]."""
+        if not self.linearized:
+            return tf.zeros_like(observed_mask)
+        return tf.sigmoid(self.visible_bias) * (1.0 - observed_mask)
+
+    def hidden_probabilities(self, visible: tf.Tensor, observed_mask: tf.Tensor) -> tf.Tensor:
+        """p(h = 1 | v_o) under the (linearised) observed energy; inputs flat [B, 784]."""
+        visible_input = visible * observed_mask + self._missing_bias(observed_mask)
+        return tf.sigmoid(tf.matmul(visible_input, self.weight_matrix) + self.hidden_bias)
+
+    def cd1_updates(self, visible: tf.Tensor, observed_mask: tf.Tensor,
+                    uniforms: tuple[tf.Tensor, tf.Tensor, tf.Tensor]) -> dict[str, tf.Tensor]:
+        """Δb, Δc, ΔW of Algorithm 1 (before the learning rate), summed over the batch.
+
+        ``uniforms`` are U(0, 1) draws shaped [B, hidden], [B, visible], [B, hidden]
+        for the samples of lines 3, 4 and 5. Inputs are flat [B, 784].
+        """
+        u_hidden, u_visible, u_hidden_negative = uniforms
+        w = self.weight_matrix
+        v_obs = visible * observed_mask
+        b_missing = self._missing_bias(observed_mask)
+        # Lines 3-5: one Gibbs step, the hidden layer seeing v ⊙ (1 - m) + b_m.
+        h = _bernoulli(tf.sigmoid(tf.matmul(v_obs + b_missing, w) + self.hidden_bias), u_hidden)
+        v_negative_prob = tf.sigmoid(tf.matmul(h, w, transpose_b=True) + self.visible_bias)
+        v_negative_obs = _bernoulli(v_negative_prob, u_visible) * observed_mask
+        h_negative = _bernoulli(
+            tf.sigmoid(tf.matmul(v_negative_obs + b_missing, w) + self.hidden_bias), u_hidden_negative)
+        hidden_difference = h - h_negative
+        # Line 6.
+        delta_c = tf.reduce_sum(hidden_difference, axis=0)
+        delta_b = tf.reduce_sum(v_obs - v_negative_obs, axis=0)
+        positive, negative = v_obs, v_negative_obs
+        if self.linearized:
+            weighted_b_missing = self.observed_probability * b_missing  # λ ⊙ b_m
+            # Line 8: λ ⊙ b_m ⊙ (1 - σ(b)) ⊙ W(h - h').
+            delta_b += tf.reduce_sum(
+                weighted_b_missing * (1.0 - tf.sigmoid(self.visible_bias))
+                * tf.matmul(hidden_difference, w, transpose_b=True), axis=0)
+            # Line 9 folded into line 7: (v_o + λb_m)ᵀh - (v'_o + λb_m)ᵀh'.
+            positive = v_obs + weighted_b_missing
+            negative = v_negative_obs + weighted_b_missing
+        # Line 7 (and 9) as one GEMM over the stacked positive and negative phases.
+        delta_w = tf.matmul(tf.concat([positive, -negative], axis=0),
+                            tf.concat([h, h_negative], axis=0), transpose_a=True)
+        squared_error = tf.reduce_sum(tf.square(v_obs - v_negative_prob * observed_mask))
+        return {"visible_bias": delta_b, "hidden_bias": delta_c, "weight": delta_w,
+                "squared_error": squared_error, "observed_count": tf.reduce_sum(observed_mask)}
+
+    def cd1_uniforms(self, batch_size: tf.Tensor | int, step: tf.Tensor) -> tuple[tf.Tensor, ...]:
+        """The U(0, 1) draws of one CD-1 step: stateless, keyed by (seed, step)."""
+        base = tf.stack([tf.constant(self.seed, tf.int64), tf.cast(step, tf.int64)])
+        seeds = tf.random.experimental.stateless_split(base, num=3)
+        m, n = self.hidden_units, self.visible_units
+        return (tf.random.stateless_uniform([batch_size, m], seeds[0]),
+                tf.random.stateless_uniform([batch_size, n], seeds[1]),
+                tf.random.stateless_uniform([batch_size, m], seeds[2]))
+
+    def _variables_and_gradients(self, updates: dict[str, tf.Tensor]) -> list[tuple[tf.Tensor, tf.Variable]]:
+        """Pairs (-Δ, variable) so that an SGD step gives θ += η Δ as in Alg. 1, line 11."""
+        pairs = [(-updates["visible_bias"], self.visible_bias),
+                 (-updates["hidden_bias"], self.hidden_bias)]
+        delta_w = updates["weight"]
+        if self.rank is None:
+            pairs.append((-delta_w, self.kernel))
+        else:
+            pairs.append((-tf.matmul(delta_w, self.factor_b, transpose_b=True), self.factor_a))
+            pairs.append((-tf.matmul(self.factor_a, delta_w, transpose_a=True), self.factor_b))
+        return pairs
+
+    def train_step(self, data):
+        observed, mask = data[0], data[1]
+        visible, observed_mask = self._flatten(observed), self._flatten(mask)
+        uniforms = self.cd1_uniforms(tf.shape(visible)[0], self.optimizer.iterations)
+        updates = self.cd1_updates(visible, observed_mask, uniforms)
+        self.optimizer.apply_gradients(self._variables_and_gradients(updates))
+        return {"recon_mse": updates["squared_error"] / tf.maximum(updates["observed_count"], 1.0)}
+
+    def hidden(self, images: tf.Tensor, mask: tf.Tensor) -> tf.Tensor:
+        """Hidden activations p(h | v_o), the features of the paper's "RBM †" classifier."""
+        return self.hidden_probabilities(self._flatten(images), self._flatten(mask))
+
+    def impute_batch(self, images: tf.Tensor, mask: tf.Tensor, seed: tf.Tensor,
+                     mode: str | None = None) -> tf.Tensor:
+        """h from p(h | v_o) (linearised), then v = σ(Wh + b); observed pixels kept exactly."""
+        mode = mode or self.impute_mode
+        hidden = self.hidden(images, mask)
+        if mode == "sample":
+            hidden = _bernoulli(hidden, tf.random.stateless_uniform(tf.shape(hidden), seed))
+        elif mode != "mean_field":
+            raise ValueError(f"impute mode must be one of {IMPUTE_MODES}, got {mode!r}")
+        reconstruction = tf.sigmoid(
+            tf.matmul(hidden, self.weight_matrix, transpose_b=True) + self.visible_bias)
+        return keep_observed(images, mask, tf.reshape(reconstruction, tf.shape(images)))

@@ -1,0 +1,65 @@
+"""The ``config.json`` of a training workdir: what was trained, so runs resume and export safely."""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+from tfimpute.errors import WorkdirError
+from tfimpute.training import write_json_atomically
+
+CONFIG_FILE = "config.json"
+
+
+def read_config(workdir: str) -> dict[str, Any] | None:
+    path = os.path.join(workdir, CONFIG_FILE)
+    if not os.path.exists(path):
+        return None
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, json.JSONDecodeError) as exc:
+        raise WorkdirError(f"{path}: unreadable ({exc})") from None
+
+
+def _differences(old: Any, new: Any, prefix: str = "") -> list[str]:
+    if isinstance(old, dict) and isinstance(new, dict):
+        found = []
+        for key in sorted(set(old) | set(new)):
+            found += _differences(old.get(key), new.get(key), f"{prefix}{key}.")
+        return found
+    return [] if old == new else [f"{prefix.rstrip('.')}: {old!r} in the workdir, {new!r} now"]
+
+
+def claim(workdir: str, config: dict[str, Any]) -> None:
+    """Writes ``config`` to a new workdir, or checks that an existing run matches it."""
+    existing = read_config(workdir)
+    if existing is None:
+        os.makedirs(workdir, exist_ok=True)
+        write_json_atomically(os.path.join(workdir, CONFIG_FILE), config)
+        return
+    differences = _differences(existing, config)
+    if differences:
+        raise WorkdirError(
+            f"{workdir} holds a different run ({'; '.join(differences)}); "
+            "use a new --workdir or the original settings")
+
+
+def load_trained(workdir: str):
+    """Rebuilds the model trained in ``workdir`` from its config and latest checkpoint."""
+    import tensorflow as tf
+
+    from tfimpute.models import registry
+
+    config = read_config(workdir)
+    if config is None:
+        raise WorkdirError(f"{workdir}: no {CONFIG_FILE}; is this a tfimpute training workdir?")
+    model = registry.model_from_config(config["model"], config["model_config"])
+    latest = tf.train.latest_checkpoint(os.path.join(workdir, "checkpoints"))
+    if latest is None:
+        if model.trainable_imputer:
+            raise WorkdirError(f"{workdir}: no checkpoint yet; train it first")
+        return model, config
+    tf.train.Checkpoint(model=model).restore(latest).expect_partial().assert_existing_objects_matched()
+    return model, config
