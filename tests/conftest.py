@@ -1,0 +1,19 @@
+"""Shared fixtures: the real MNIST directory beside the repo and small helpers."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import pytest  # noqa: E402
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+MNIST_DIR = os.environ.get("TFIMPUTE_DATA_DIR") or os.path.join(REPO, "..", "shared", "data", "mnist")
+
+
+@pytest.fixture(scope="session")
+def mnist_dir() -> str:
+    if not os.path.exists(os.path.join(MNIST_DIR, "train-images-idx3-ubyte.gz")):
+        pytest.fail(f"MNIST IDX files not found in {MNIST_DIR}; set TFIMPUTE_DATA_DIR")
+    return MNIST_DIR

@@ -1,0 +1,73 @@
+"""The command-line programs, run as a user runs them."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from conftest import REPO
+
+TINY = ["--train_size=256", "--test_size=64", "--hidden_units=16", "--eval_size=32"]
+
+
+def run(module, *args, env=None):
+    return subprocess.run([sys.executable, "-m", module, *args], cwd=REPO, capture_output=True,
+                          text=True, timeout=300, env={**os.environ, **(env or {})})
+
+
+def test_train_writes_everything_and_resumes(mnist_dir, tmp_path):
+    workdir = str(tmp_path / "run")
+    args = ["--model=lmrbm", f"--data_dir={mnist_dir}", "--missingness=square", "--missing_rate=0.6",
+            f"--workdir={workdir}", *TINY]
+    first = run("tfimpute.train", *args, "--epochs=1")
+    assert first.returncode == 0, first.stderr
+    assert "realised missing fraction 0.5867" in first.stdout  # S.O. 0.6: side 18, 1 - 324/784
+    metrics = json.loads(first.stdout.strip().splitlines()[-1])
+    assert metrics["epochs"] == 1 and metrics["missingness"] == "square" and 0 < metrics["test_rmse"] < 0.5
+    for name in ("config.json", "metrics.json", "imputations.png", "checkpoints", "tensorboard"):
+        assert os.path.exists(os.path.join(workdir, name)), name
+
+    second = run("tfimpute.train", *args, "--epochs=2")
+    assert second.returncode == 0, second.stderr
+    assert "Resuming from" in second.stdout and "Epoch 1/2" not in second.stdout
+    assert json.loads(second.stdout.strip().splitlines()[-1])["epochs"] == 2
+
+    changed = run("tfimpute.train", *args, "--epochs=2", "--hidden_units=32")
+    assert changed.returncode == 2
+    assert "holds a different run (model_config.hidden_units: 16 in the workdir, 32 now)" in changed.stderr
+
+
+def test_flagfile_and_environment_variable(mnist_dir, tmp_path):
+    result = run("tfimpute.train", "--flagfile=configs/rbm.cfg", f"--workdir={tmp_path}", "--epochs=1",
+                 *TINY, env={"TFIMPUTE_DATA_DIR": mnist_dir})
+    assert result.returncode == 0, result.stderr
+    with open(tmp_path / "config.json") as f:
+        config = json.load(f)
+    assert config["model"] == "rbm" and config["model_config"]["linearized"] is False
+    assert config["training"]["learning_rate"] == 1e-4 and config["training"]["batch_size"] == 128
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--model=gan9000"], "error: unknown model 'gan9000'; choose one of"),
+    (["--data_dir=/no/such/mnist"], "error: /no/such/mnist: data directory does not exist"),
+    (["--missing_rate=1.5"], "error: missing_rate must be in (0, 1), got 1.5"),
+    (["--rank=tall"], "error: --rank must be 'full', 'auto' or an integer, got 'tall'"),
+])
+def test_bad_input_gives_one_line_errors(mnist_dir, tmp_path, args, message):
+    result = run("tfimpute.train", f"--data_dir={mnist_dir}", f"--workdir={tmp_path}", "--epochs=1",
+                 *TINY, *args)
+    assert result.returncode == 2
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_bench_prints_json_last():
+    result = run("tfimpute.bench", "--model=lmrbm", "--hidden_units=64", "--batch_size=16",
+                 "--steps=3", "--warmup_steps=1")
+    assert result.returncode == 0, result.stderr
+    figures = json.loads(result.stdout.strip().splitlines()[-1])
+    assert {"samples_per_sec", "gflops", "gemm_gflops", "ratio"} <= figures.keys()
+    assert figures["samples_per_sec"] > 0
+    assert figures["ratio"] == pytest.approx(figures["gflops"] / figures["gemm_gflops"], rel=0.01)

@@ -1,0 +1,67 @@
+import numpy as np
+import pytest
+
+from tfimpute import masks
+from tfimpute.errors import InvalidInputError
+
+
+@pytest.mark.parametrize("mechanism", masks.MECHANISMS)
+def test_masks_are_binary_reproducible_and_seeded(mechanism):
+    first = masks.generate_masks(mechanism, 0.6, 200, seed=3)
+    assert first.shape == (200, 28, 28, 1) and first.dtype == np.float32
+    assert set(np.unique(first)) <= {0.0, 1.0}
+    np.testing.assert_array_equal(first, masks.generate_masks(mechanism, 0.6, 200, seed=3))
+    assert not np.array_equal(first, masks.generate_masks(mechanism, 0.6, 200, seed=4))
+
+
+@pytest.mark.parametrize("rate", [0.1, 0.3, 0.6, 0.9])
+def test_independent_rate(rate):
+    mask = masks.generate_masks("independent", rate, 2000, seed=0)
+    assert masks.realised_missing_fraction(mask) == pytest.approx(rate, abs=0.005)
+
+
+@pytest.mark.parametrize("rate,side", [(0.3, 23), (0.6, 18), (0.9, 9)])
+def test_square_observes_exactly_one_square(rate, side):
+    assert masks.square_side(rate) == side
+    mask = masks.generate_masks("square", rate, 300, seed=1)[..., 0]
+    for m in mask[:50]:
+        rows, cols = np.nonzero(m)
+        assert rows.max() - rows.min() + 1 == side and cols.max() - cols.min() + 1 == side
+        assert m.sum() == side * side
+    assert masks.realised_missing_fraction(mask) == pytest.approx(1 - side * side / 784)
+    # Positions vary over the image.
+    positions = (28 - side + 1) ** 2
+    assert len({tuple(np.argwhere(m)[0]) for m in mask}) > min(positions - 3, 100)
+
+
+@pytest.mark.parametrize("rate", [0.3, 0.6, 0.9])
+def test_patch_rate_is_calibrated(rate):
+    mask = masks.generate_masks("patch", rate, 3000, seed=2)
+    assert masks.realised_missing_fraction(mask) == pytest.approx(rate, abs=0.02)
+    # Missing pixels form rectangles: a missing pixel has a missing 4-neighbour
+    # far more often than under independent missingness at the same rate.
+    missing = 1 - mask[..., 0]
+    neighbour = np.zeros_like(missing)
+    neighbour[:, 1:] += missing[:, :-1]
+    assert (missing * (neighbour > 0)).sum() / missing.sum() > rate + 0.05
+
+
+def test_bad_arguments_are_rejected():
+    with pytest.raises(InvalidInputError, match="unknown missingness mechanism 'blocks'"):
+        masks.generate_masks("blocks", 0.5, 10, seed=0)
+    for rate in (0.0, 1.0, -0.1, 1.5):
+        with pytest.raises(InvalidInputError, match="missing_rate must be in"):
+            masks.generate_masks("independent", rate, 10, seed=0)
+    with pytest.raises(InvalidInputError, match="num_patches must be >= 1"):
+        masks.generate_masks("patch", 0.5, 10, seed=0, num_patches=0)
+
+
+def test_make_incomplete_discards_missing_values():
+    rng = np.random.default_rng(0)
+    images = rng.random((5, 28, 28, 1)).astype(np.float32)
+    mask = masks.generate_masks("independent", 0.5, 5, seed=0)
+    incomplete = masks.make_incomplete(images, mask)
+    assert np.all(incomplete.observed[mask == 0] == 0)
+    np.testing.assert_array_equal(incomplete.observed[mask == 1], images[mask == 1])
+    with pytest.raises(InvalidInputError, match="differ in shape"):
+        masks.make_incomplete(images, mask[:4])

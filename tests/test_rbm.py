@@ -1,0 +1,164 @@
+"""The RBM against a NumPy transcription of Algorithm 1 of the LM-RBM paper."""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tfimpute.masks import IncompleteData
+from tfimpute.models.rbm import RBM
+
+
+def sigmoid(x):
+    return 1.0 / (1.0 + np.exp(-x))
+
+
+def algorithm1_reference(b, c, w, lam, visible, missing, u_h, u_v, u_h2, linearized):
+    """Algorithm 1, line by line, one example at a time; m = 1 marks a MISSING unit (paper)."""
+    delta_b, delta_c, delta_w = np.zeros_like(b), np.zeros_like(c), np.zeros_like(w)
+    for v, m, uh, uv, uh2 in zip(visible, missing, u_h, u_v, u_h2):
+        b_m = sigmoid(b) * m if linearized else np.zeros_like(b)        # line 3
+        h = (uh < sigmoid((v * (1 - m) + b_m) @ w + c)).astype(np.float64)
+        v_neg = (uv < sigmoid(w @ h + b)).astype(np.float64)             # line 4
+        h_neg = (uh2 < sigmoid((v_neg * (1 - m) + b_m) @ w + c)).astype(np.float64)  # line 5
+        delta_c += h - h_neg                                             # line 6
+        delta_b += (v - v_neg) * (1 - m)
+        delta_w += np.outer(v * (1 - m), h) - np.outer(v_neg * (1 - m), h_neg)  # line 7
+        if linearized:
+            delta_b += lam * b_m * (1 - sigmoid(b)) * (w @ (h - h_neg))  # line 8
+            delta_w += np.outer(lam * b_m, h - h_neg)                    # line 9
+    return delta_b, delta_c, delta_w
+
+
+def make_rbm(linearized, hidden=12, rank=None, seed=0):
+    model = RBM(hidden_units=hidden, linearized=linearized, rank=rank, seed=seed)
+    rng = np.random.default_rng(seed)
+    # Non-trivial parameters so that every term of Algorithm 1 matters.
+    model.visible_bias.assign(rng.normal(0, 1, 784).astype(np.float32))
+    model.hidden_bias.assign(rng.normal(0, 1, hidden).astype(np.float32))
+    if rank is None:
+        model.kernel.assign(rng.normal(0, 0.3, (784, hidden)).astype(np.float32))
+    model.observed_probability.assign(rng.uniform(0.2, 1.0, 784).astype(np.float32))
+    return model
+
+
+def batch(size=6, seed=1):
+    rng = np.random.default_rng(seed)
+    images = rng.random((size, 28, 28, 1)).astype(np.float32)
+    mask = (rng.random((size, 28, 28, 1)) > 0.4).astype(np.float32)
+    return images * mask, mask
+
+
+@pytest.mark.parametrize("linearized", [True, False])
+def test_cd1_updates_match_algorithm1(linearized):
+    model = make_rbm(linearized)
+    observed, mask = batch()
+    v, obs = observed.reshape(-1, 784), mask.reshape(-1, 784)
+    uniforms = model.cd1_uniforms(len(v), step=7)
+    updates = model.cd1_updates(tf.constant(v), tf.constant(obs), uniforms)
+    expected = algorithm1_reference(
+        model.visible_bias.numpy().astype(np.float64), model.hidden_bias.numpy().astype(np.float64),
+        model.kernel.numpy().astype(np.float64), model.observed_probability.numpy().astype(np.float64),
+        v.astype(np.float64), 1 - obs, *(u.numpy() for u in uniforms), linearized)
+    for name, reference in zip(["visible_bias", "hidden_bias", "weight"], expected):
+        np.testing.assert_allclose(updates[name].numpy(), reference, rtol=1e-4, atol=1e-4)
+    # The LM terms really are present (or absent) in the visible-bias update.
+    assert np.abs(expected[0]).max() > 0
+
+
+def test_lm_terms_change_the_update():
+    observed, mask = batch()
+    v, obs = tf.constant(observed.reshape(-1, 784)), tf.constant(mask.reshape(-1, 784))
+    lm, baseline = make_rbm(True), make_rbm(False)
+    u = lm.cd1_uniforms(6, step=0)
+    difference = lm.cd1_updates(v, obs, u)["weight"] - baseline.cd1_updates(v, obs, u)["weight"]
+    assert float(tf.reduce_max(tf.abs(difference))) > 0.1
+
+
+@pytest.mark.parametrize("linearized", [True, False])
+def test_train_step_applies_learning_rate_times_summed_update(linearized):
+    model = make_rbm(linearized)
+    model.compile(optimizer=keras.optimizers.SGD(learning_rate=0.01))
+    observed, mask = batch()
+    before = [model.visible_bias.numpy(), model.hidden_bias.numpy(), model.kernel.numpy()]
+    updates = model.cd1_updates(tf.constant(observed.reshape(-1, 784)), tf.constant(mask.reshape(-1, 784)),
+                                model.cd1_uniforms(6, step=0))  # the draws of optimizer step 0
+    tf.function(model.train_step)((tf.constant(observed), tf.constant(mask)))
+    after = [model.visible_bias.numpy(), model.hidden_bias.numpy(), model.kernel.numpy()]
+    for name, old, new in zip(["visible_bias", "hidden_bias", "weight"], before, after):
+        np.testing.assert_allclose(new - old, 0.01 * updates[name].numpy(), rtol=1e-4, atol=1e-6)
+
+
+def test_low_rank_factors_follow_the_chain_rule():
+    model = make_rbm(True, rank=5)
+    model.compile(optimizer=keras.optimizers.SGD(learning_rate=0.01))
+    observed, mask = batch()
+    a, b = model.factor_a.numpy(), model.factor_b.numpy()
+    np.testing.assert_allclose(model.weight_matrix.numpy(), a @ b, rtol=1e-5)
+    delta_w = model.cd1_updates(tf.constant(observed.reshape(-1, 784)), tf.constant(mask.reshape(-1, 784)),
+                                model.cd1_uniforms(6, step=0))["weight"].numpy()
+    model.train_step((tf.constant(observed), tf.constant(mask)))
+    np.testing.assert_allclose(model.factor_a.numpy() - a, 0.01 * delta_w @ b.T, rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(model.factor_b.numpy() - b, 0.01 * a.T @ delta_w, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("linearized", [True, False])
+def test_mean_field_imputation_matches_numpy_and_keeps_observed(linearized):
+    model = make_rbm(linearized)
+    rng = np.random.default_rng(5)
+    images = rng.random((4, 28, 28, 1)).astype(np.float32)
+    mask = (rng.random((4, 28, 28, 1)) > 0.5).astype(np.float32)
+    imputed = model.impute(images, mask)
+    b, c, w = (x.numpy().astype(np.float64) for x in (model.visible_bias, model.hidden_bias, model.kernel))
+    v, obs = images.reshape(4, 784), mask.reshape(4, 784)
+    b_m = sigmoid(b) * (1 - obs) if linearized else 0.0
+    hidden = sigmoid((v * obs + b_m) @ w + c)
+    np.testing.assert_allclose(model.hidden(images, mask).numpy(), hidden, rtol=1e-4, atol=1e-5)
+    reconstruction = sigmoid(hidden @ w.T + b).reshape(images.shape)
+    np.testing.assert_array_equal(imputed[mask == 1], images[mask == 1])
+    np.testing.assert_allclose(imputed[mask == 0], reconstruction[mask == 0], rtol=1e-4, atol=1e-5)
+
+
+def test_missing_pixel_values_do_not_reach_the_model():
+    model = make_rbm(True)
+    rng = np.random.default_rng(2)
+    images = rng.random((3, 28, 28, 1)).astype(np.float32)
+    mask = (rng.random((3, 28, 28, 1)) > 0.5).astype(np.float32)
+    altered = np.where(mask == 1, images, 1.0 - images)
+    np.testing.assert_array_equal(model.impute(images, mask), model.impute(altered, mask))
+    np.testing.assert_array_equal(model.hidden(images, mask).numpy(), model.hidden(altered, mask).numpy())
+
+
+def test_sample_mode_is_reproducible_by_seed():
+    model = make_rbm(True)
+    observed, mask = batch()
+    first = model.impute(observed, mask, seed=3)
+    sampler = RBM.from_config({**model.get_config(), "impute_mode": "sample"})
+    sampler.set_weights(model.get_weights())
+    one, two, other = (sampler.impute(observed, mask, seed=s) for s in (3, 3, 4))
+    np.testing.assert_array_equal(one, two)
+    assert not np.array_equal(one, other) and not np.array_equal(one, first)
+    np.testing.assert_array_equal(one[mask == 1], observed[mask == 1])
+
+
+def test_prepare_sets_lambda_and_visible_bias_from_observed_pixels_only():
+    model = RBM(hidden_units=4)
+    images = np.zeros((4, 28, 28, 1), np.float32)
+    mask = np.ones_like(images)
+    mask[:2, 0, 0] = 0           # pixel 0 observed in 2 of 4 digits
+    images[2:, 0, 0] = 1.0        # ... and on in both of those
+    model.prepare(IncompleteData(observed=images * mask, mask=mask))
+    lam = model.observed_probability.numpy()
+    assert lam[0] == pytest.approx(0.5) and lam[1] == pytest.approx(1.0)
+    bias = model.visible_bias.numpy()
+    assert bias[0] == pytest.approx(np.log(0.999 / 0.001), rel=1e-4)   # mean 1 clipped to 0.999
+    assert bias[1] == pytest.approx(np.log(0.001 / 0.999), rel=1e-4)
+
+
+def test_constructor_rejects_bad_settings():
+    with pytest.raises(ValueError, match="hidden_units"):
+        RBM(hidden_units=0)
+    with pytest.raises(ValueError, match="rank"):
+        RBM(hidden_units=8, rank=9)
+    with pytest.raises(ValueError, match="impute_mode"):
+        RBM(hidden_units=8, impute_mode="gibbs")

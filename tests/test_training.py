@@ -1,0 +1,90 @@
+"""The shared training loop: missing values never matter, and resuming equals not stopping."""
+
+import json
+import os
+
+import keras
+import numpy as np
+import pytest
+
+from tfimpute import masks, training
+from tfimpute.models.rbm import RBM
+from tfimpute.training import TrainingOptions, run_training
+
+OPTIONS = TrainingOptions(epochs=2, batch_size=16, seed=0, eval_size=20, grid_size=4)
+
+
+@pytest.fixture(scope="module")
+def digits(tmp_path_factory):
+    rng = np.random.default_rng(42)  # not the masks' seed: the draws would coincide
+    images = (rng.random((70, 28, 28, 1)) < 0.2).astype(np.float32)
+    mask = masks.generate_masks("independent", 0.5, 70, seed=0)
+    return images, mask
+
+
+def new_model():
+    model = RBM(hidden_units=8, seed=1)
+    model.compile(optimizer=keras.optimizers.SGD(learning_rate=0.05))
+    return model
+
+
+def train(workdir, images, mask, options=OPTIONS, model=None):
+    model = model or new_model()
+    data = masks.make_incomplete(images[:50], mask[:50])
+    result = run_training(model, data, images[50:], mask[50:], str(workdir), options, {"note": "test"})
+    return model, result
+
+
+def test_training_is_unchanged_when_missing_pixels_are_altered(digits, tmp_path):
+    images, mask = digits
+    altered = np.where(mask == 1, images, 1.0 - images)  # flip every missing training pixel
+    altered[50:] = images[50:]  # same test digits, so that only training could differ
+    original, _ = train(tmp_path / "a", images, mask)
+    changed, _ = train(tmp_path / "b", altered, mask)
+    for a, b in zip(original.get_weights(), changed.get_weights()):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_outputs_and_metrics(digits, tmp_path):
+    images, mask = digits
+    _, result = train(tmp_path, images, mask)
+    with open(tmp_path / "metrics.json") as f:
+        written = json.load(f)
+    assert written == result
+    assert written["epochs"] == 2 and written["note"] == "test" and written["test_size"] == 20
+    assert 0.0 < written["test_rmse"] < 1.0 and written["train_seconds"] > 0
+    assert os.path.getsize(tmp_path / "imputations.png") > 0
+    assert len(os.listdir(tmp_path / "tensorboard" / "test")) == 1
+    assert os.path.exists(tmp_path / "checkpoints" / "checkpoint")
+
+
+def test_resuming_after_an_epoch_equals_an_uninterrupted_run(digits, tmp_path):
+    images, mask = digits
+    straight, _ = train(tmp_path / "straight", images, mask)
+    train(tmp_path / "resumed", images, mask, TrainingOptions(**{**OPTIONS.__dict__, "epochs": 1}))
+    resumed, result = train(tmp_path / "resumed", images, mask)
+    assert result["epochs"] == 2
+    for a, b in zip(straight.get_weights(), resumed.get_weights()):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+
+
+def test_interrupt_mid_epoch_checkpoints_and_resumes_exactly(digits, tmp_path, monkeypatch):
+    images, mask = digits
+    straight, _ = train(tmp_path / "straight", images, mask)
+
+    real_batches = training.epoch_batches
+
+    def batches_with_ctrl_c(data, batch_size, seed, epoch, skip_batches=0):
+        for index, batch in enumerate(real_batches(data, batch_size, seed, epoch, skip_batches)):
+            if epoch == 1 and index == 2:  # Ctrl-C after two batches of the second epoch
+                raise KeyboardInterrupt
+            yield batch
+
+    monkeypatch.setattr(training, "epoch_batches", batches_with_ctrl_c)
+    with pytest.raises(KeyboardInterrupt):
+        train(tmp_path / "resumed", images, mask)
+    monkeypatch.undo()
+    resumed, result = train(tmp_path / "resumed", images, mask)
+    assert result["epochs"] == 2
+    for a, b in zip(straight.get_weights(), resumed.get_weights()):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
