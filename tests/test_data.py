@@ -73,3 +73,34 @@ def test_swapped_files_fail_on_magic_number(copied_dir):
     shutil.copy(copied_dir / "train-labels-idx1-ubyte.gz", copied_dir / "train-images-idx3-ubyte.gz")
     with pytest.raises(DataError, match="bad IDX magic number 2049, expected 2051"):
         data.load_mnist(str(copied_dir))
+
+
+def test_tfds_fallback_converts_to_the_same_layout(monkeypatch):
+    import tensorflow_datasets as tfds
+
+    monkeypatch.delenv(data.DATA_DIR_ENV, raising=False)
+    images = np.arange(3 * 28 * 28, dtype=np.uint8).reshape(3, 28, 28, 1)
+
+    def fake_load(name, split, batch_size, as_supervised):
+        assert name == "mnist" and split == ["train", "test"] and batch_size == -1 and as_supervised
+        return [(images, np.array([1, 2, 3])), (images[:2], np.array([4, 5]))]
+
+    monkeypatch.setattr(tfds, "load", fake_load)
+    monkeypatch.setattr(tfds, "as_numpy", lambda x: x)
+    mnist = data.load_mnist(None, train_size=2)
+    assert mnist.train_images.shape == (2, 28, 28, 1) and mnist.test_images.shape == (2, 28, 28, 1)
+    np.testing.assert_allclose(mnist.train_images, images[:2] / 255.0)
+    np.testing.assert_array_equal(mnist.test_labels, [4, 5])
+
+
+def test_tfds_failure_says_how_to_fix_it(monkeypatch):
+    import tensorflow_datasets as tfds
+
+    monkeypatch.delenv(data.DATA_DIR_ENV, raising=False)
+
+    def offline(*args, **kwargs):
+        raise ConnectionError("no route to host")
+
+    monkeypatch.setattr(tfds, "load", offline)
+    with pytest.raises(DataError, match="ConnectionError: no route to host.*TFIMPUTE_DATA_DIR"):
+        data.load_mnist(None)

@@ -162,3 +162,14 @@ def test_constructor_rejects_bad_settings():
         RBM(hidden_units=8, rank=9)
     with pytest.raises(ValueError, match="impute_mode"):
         RBM(hidden_units=8, impute_mode="gibbs")
+
+
+def test_registry_rank_rule_of_thumb():
+    from tfimpute.models import registry
+
+    settings = {"hidden_units": 64, "impute_mode": "mean_field", "seed": 0, "rank": "auto",
+                "expected_observed_units": 784 * 0.4}
+    assert registry.build_model("lmrbm", settings).rank == 64  # capped at the hidden layer size
+    assert registry.build_model("lmrbm", {**settings, "hidden_units": 4096}).rank == 314
+    assert registry.build_model("rbm", {**settings, "rank": "full"}).rank is None
+    assert registry.build_model("rbm", {**settings, "rank": "12"}).linearized is False

@@ -38,9 +38,12 @@ def train(workdir, images, mask, options=OPTIONS, model=None):
 def test_training_is_unchanged_when_missing_pixels_are_altered(digits, tmp_path):
     images, mask = digits
     altered = np.where(mask == 1, images, 1.0 - images)  # flip every missing training pixel
-    altered[50:] = images[50:]  # same test digits, so that only training could differ
-    original, _ = train(tmp_path / "a", images, mask)
-    changed, _ = train(tmp_path / "b", altered, mask)
+    zeroed = masks.make_incomplete(images[:50], mask[:50])
+    # The model is handed the flipped values themselves (not zeros) in the missing positions.
+    unzeroed = masks.IncompleteData(observed=altered[:50], mask=mask[:50])
+    original, changed = new_model(), new_model()
+    for model, data in ((original, zeroed), (changed, unzeroed)):
+        run_training(model, data, images[50:], mask[50:], str(tmp_path / str(id(data))), OPTIONS, {})
     for a, b in zip(original.get_weights(), changed.get_weights()):
         np.testing.assert_array_equal(a, b)
 

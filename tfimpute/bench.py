@@ -2,7 +2,12 @@
 
     python -m tfimpute.bench --model=lmrbm --hidden_units=4096 --batch_size=128
 
-For the RBMs it times CD-1 steps after warm-up and, in the same run, a plain
+Every model: training examples per second (``samples_per_sec``) of ``train_step``
+after warm-up, on synthetic batches (for MisGAN a step is the three critic
+updates, plus the generator and imputer updates every ``--critic_steps``-th step;
+time a multiple of that many steps).
+
+For the RBMs it also times CD-1 steps after warm-up and, in the same run, a plain
 float32 GEMM of the step's shape ([batch, 784] x [784, hidden]). ``gflops`` is
 the useful work of the CD-1 step: the matrix products Algorithm 1 cannot avoid,
 counted once each (2·B·n·m per product):
@@ -14,8 +19,11 @@ counted once each (2·B·n·m per product):
 
 Sampling, sigmoids and the parameter update are not counted, so ``ratio`` =
 gflops / gemm_gflops says how much of the machine's GEMM speed the step keeps.
-Input is synthetic (speed does not depend on pixel values): binary digits with
-60% of pixels missing independently.
+
+Input is synthetic (speed does not depend on pixel values): for the RBMs, binary
+digits (15% of pixels on) with 60% of pixels missing independently; for the other
+models, uniform grey levels in [0, 1) with 30% missing independently. The untrained
+imputers (``mean``, ``inpaint``) have no training step and are refused.
 """
 
 from __future__ import annotations
@@ -31,12 +39,17 @@ from absl import app, flags
 
 from tfimpute.errors import InvalidInputError
 from tfimpute.models import registry
+from tfimpute.models.base import Imputer
 from tfimpute.models.rbm import RBM
 
 FLAGS = flags.FLAGS
-cli.define_model_flags()
-flags.DEFINE_integer("steps", 50, "Timed training steps.")
-flags.DEFINE_integer("warmup_steps", 5, "Untimed steps first (tracing, allocation).")
+
+
+def define_flags() -> None:
+    """Defined only when run as a program (like tfimpute.train), so `bench` imports next to other CLIs."""
+    cli.define_model_flags()
+    flags.DEFINE_integer("steps", 50, "Timed training steps.")
+    flags.DEFINE_integer("warmup_steps", 5, "Untimed steps first (tracing, allocation).")
 
 
 def _timed(fn, steps: int, warmup: int) -> float:
@@ -79,24 +92,43 @@ def benchmark_rbm(model: RBM, batch_size: int, steps: int, warmup: int) -> dict:
             "ratio": round(gflops / gemm_gflops, 3)}
 
 
+def benchmark_train_step(model: Imputer, batch_size: int, steps: int, warmup: int) -> dict:
+    """Seconds per ``train_step`` on a batch of the same synthetic data (any model)."""
+    rng = np.random.default_rng(0)
+    mask = (rng.random((batch_size, 28, 28, 1)) >= 0.3).astype(np.float32)
+    images = rng.random((batch_size, 28, 28, 1)).astype(np.float32)
+    batch = (tf.constant(images * mask), tf.constant(mask))
+    model.build_optimizers()
+    train_step = tf.function(model.train_step)
+    step_seconds = _timed(lambda: list(train_step(batch).values())[0], steps, warmup)
+    return {"step_ms": round(step_seconds * 1e3, 3), "samples_per_sec": round(batch_size / step_seconds, 1)}
+
+
 def main(argv: list[str]) -> None:
     if len(argv) > 1:
         raise InvalidInputError(f"unexpected arguments: {' '.join(argv[1:])}")
     registry.check_model_name(FLAGS.model)
+    if not registry.CLASSES[FLAGS.model].trainable_imputer:
+        raise InvalidInputError(f"--model={FLAGS.model} is an untrained imputer: it has no training step to time")
     if FLAGS.steps < 1 or FLAGS.warmup_steps < 0 or FLAGS.batch_size < 1:
         raise InvalidInputError("--steps and --batch_size must be >= 1, --warmup_steps >= 0")
     settings = cli.model_settings()
     settings["expected_observed_units"] = 784 * 0.4
     model = registry.build_model(FLAGS.model, settings)
-    model.compile(optimizer=registry.make_optimizer(settings))
+    if not model.owns_optimizers:
+        model.compile(optimizer=registry.make_optimizer(FLAGS.model, settings))
     print(f"Benchmarking {FLAGS.model}: hidden_units={FLAGS.hidden_units} batch_size={FLAGS.batch_size} "
           f"rank={FLAGS.rank}, {FLAGS.steps} steps after {FLAGS.warmup_steps} warm-up steps, "
           f"{tf.config.threading.get_intra_op_parallelism_threads() or 'all'} intra-op threads")
     result = {"model": FLAGS.model, "hidden_units": FLAGS.hidden_units, "batch_size": FLAGS.batch_size,
               "rank": FLAGS.rank, "steps": FLAGS.steps}
-    result.update(benchmark_rbm(model, FLAGS.batch_size, FLAGS.steps, FLAGS.warmup_steps))
+    if isinstance(model, RBM):
+        result.update(benchmark_rbm(model, FLAGS.batch_size, FLAGS.steps, FLAGS.warmup_steps))
+    else:
+        result.update(benchmark_train_step(model, FLAGS.batch_size, FLAGS.steps, FLAGS.warmup_steps))
     print(json.dumps(result))
 
 
 if __name__ == "__main__":
+    define_flags()
     app.run(cli.run_main(main))

@@ -14,25 +14,41 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from absl import flags  # noqa: E402
 
+from tfimpute import masks  # noqa: E402
 from tfimpute.errors import TfImputeError  # noqa: E402
 
 FLAGS = flags.FLAGS
 
 
-def define_data_flags() -> None:
+def define_dataset_flags() -> None:
+    """The data flags shared by every mechanism and rate (evaluate takes lists of those)."""
     flags.DEFINE_string("data_dir", None,
                         "Directory of the MNIST IDX gzip files; default: $TFIMPUTE_DATA_DIR, else TFDS.")
     flags.DEFINE_integer("train_size", 50_000, "Number of training digits (paper: the first 50,000).")
     flags.DEFINE_integer("test_size", 10_000, "Number of test digits (paper: all 10,000).")
+    flags.DEFINE_integer("mask_seed", 0, "Seed of the training masks (test masks use mask_seed + 1).")
+    flags.DEFINE_integer("num_patches", masks.DEFAULT_NUM_PATCHES, "Rectangles per image for --missingness=patch.")
+
+
+def define_data_flags() -> None:
+    define_dataset_flags()
     flags.DEFINE_enum("missingness", "independent", ["independent", "square", "patch"],
                       "Missingness mechanism: I.M., S.O. or P.M. (see tfimpute/masks.py).")
     flags.DEFINE_float("missing_rate", 0.6, "Missing rate in (0, 1).")
-    flags.DEFINE_integer("mask_seed", 0, "Seed of the training masks (test masks use mask_seed + 1).")
-    flags.DEFINE_integer("num_patches", 8, "Rectangles per image for --missingness=patch.")
+    flags.DEFINE_boolean("binarize", False, "Threshold every digit's pixels at 0.5 (binarised MNIST).")
+    flags.DEFINE_boolean("complete_training_data", False,
+                         "Train on complete digits (nothing missing); the test digits are still masked "
+                         "by --missingness / --missing_rate for the imputation RMSE.")
 
 
 def define_model_flags() -> None:
-    flags.DEFINE_string("model", "lmrbm", "Model name (lmrbm, rbm).")
+    flags.DEFINE_string("model", "lmrbm", "Model name (lmrbm, rbm, misgan, vae, realnvp, mean, inpaint; "
+                        "tfimpute.train also takes mnist_classifier).")
+    define_hyperparameter_flags()
+
+
+def define_hyperparameter_flags() -> None:
+    """Every flag :func:`model_settings` reads (evaluate trains missing cells with them)."""
     flags.DEFINE_integer("hidden_units", 4096, "RBM hidden units (paper: 4096).")
     flags.DEFINE_string("rank", "full",
                         "RBM weight rank: 'full', 'auto' (expected number of observed pixels, the "
@@ -42,13 +58,65 @@ def define_model_flags() -> None:
     flags.DEFINE_integer("batch_size", 128, "Minibatch size (paper: 128).")
     flags.DEFINE_float("learning_rate", 1e-4, "Learning rate η (paper: 1e-4 on batch-summed updates).")
     flags.DEFINE_float("momentum", 0.0, "SGD momentum (paper: none).")
+    flags.DEFINE_enum("optimizer", None, ["sgd", "adam"], "Optimizer; default: adam for vae/realnvp, else sgd.")
     flags.DEFINE_integer("seed", 0, "Seed of initialisation, shuffling and training draws.")
+    define_likelihood_model_flags()
+    define_gan_flags()
+
+
+def define_gan_flags() -> None:
+    """Flags of MisGAN (Li et al. 2019; defaults are its paper's footnote-1 settings)."""
+    flags.DEFINE_integer("latent_size", 128, "GAN latent vector size (MisGAN: 128).")
+    flags.DEFINE_integer("gan_width", 64, "Channels of the first critic convolution (MisGAN: 64).")
+    flags.DEFINE_integer("imputer_units", 784, "Units in each of MisGAN's three imputer layers.")
+    flags.DEFINE_float("misgan_tau", 0.0, "MisGAN τ: value given to missing pixels seen by the critic.")
+    flags.DEFINE_float("misgan_alpha", 0.1, "MisGAN α: weight of the data loss in the mask generator's.")
+    flags.DEFINE_float("misgan_beta", 0.1, "MisGAN β: weight of the imputer game in the data generator's.")
+    flags.DEFINE_float("misgan_gamma", 0.0, "MisGAN γ: weight of the imputer's observed-pixel loss.")
+    flags.DEFINE_float("gradient_penalty", 10.0, "WGAN-GP gradient penalty weight λ.")
+    flags.DEFINE_integer("critic_steps", 5, "Critic updates per generator update.")
+    flags.DEFINE_float("imputer_learning_rate", 2e-4, "MisGAN imputer and imputer-critic learning rate.")
+
+
+def define_likelihood_model_flags() -> None:
+    """Flags of the VAE and RealNVP (seed 002, sections 1 and 3)."""
+    flags.DEFINE_integer("latent_dim", 20, "VAE latent dimensions (seed: 20; 2 for the manifold plot).")
+    flags.DEFINE_list("vae_hidden_units", ["512", "512"],
+                      "VAE encoder hidden layer widths (the decoder mirrors them).")
+    flags.DEFINE_enum("vae_impute_mode", "importance", ["importance", "pseudo_gibbs"],
+                      "VAE imputation: self-normalised importance sampling (MIWAE) or pseudo-Gibbs.")
+    flags.DEFINE_integer("vae_impute_samples", 100, "VAE importance samples per digit for imputation.")
+    flags.DEFINE_integer("vae_gibbs_steps", 10, "VAE pseudo-Gibbs iterations for imputation.")
+    flags.DEFINE_integer("coupling_layers", 8, "RealNVP affine coupling layers.")
+    flags.DEFINE_integer("coupling_hidden_units", 1024,
+                         "Width of the hidden layers of each RealNVP coupling network.")
+    flags.DEFINE_integer("coupling_hidden_layers", 2, "Hidden layers of each RealNVP coupling network.")
+    flags.DEFINE_integer("flow_impute_steps", 100,
+                         "RealNVP imputation: gradient-ascent steps on log p over the missing pixels.")
+    flags.DEFINE_float("flow_impute_step_size", 0.05, "RealNVP imputation: Adam step size (logit units).")
+    flags.DEFINE_integer("flow_train_fill_steps", 10,
+                         "RealNVP on incomplete data: ascent steps that fill a batch's missing pixels "
+                         "with the model's own MAP imputation before each update.")
 
 
 def model_settings() -> dict[str, Any]:
     """The flag values model builders read."""
     return {"hidden_units": FLAGS.hidden_units, "rank": FLAGS.rank, "impute_mode": FLAGS.impute_mode,
-            "seed": FLAGS.seed, "learning_rate": FLAGS.learning_rate, "momentum": FLAGS.momentum}
+            "seed": FLAGS.seed, "learning_rate": FLAGS.learning_rate, "momentum": FLAGS.momentum,
+            "optimizer": FLAGS.optimizer, "latent_dim": FLAGS.latent_dim,
+            "vae_hidden_units": list(FLAGS.vae_hidden_units),
+            "vae_impute_mode": FLAGS.vae_impute_mode, "vae_impute_samples": FLAGS.vae_impute_samples,
+            "vae_gibbs_steps": FLAGS.vae_gibbs_steps, "coupling_layers": FLAGS.coupling_layers,
+            "coupling_hidden_units": FLAGS.coupling_hidden_units,
+            "coupling_hidden_layers": FLAGS.coupling_hidden_layers,
+            "flow_impute_steps": FLAGS.flow_impute_steps,
+            "flow_impute_step_size": FLAGS.flow_impute_step_size,
+            "flow_train_fill_steps": FLAGS.flow_train_fill_steps,
+            "latent_size": FLAGS.latent_size, "gan_width": FLAGS.gan_width,
+            "imputer_units": FLAGS.imputer_units, "misgan_tau": FLAGS.misgan_tau,
+            "misgan_alpha": FLAGS.misgan_alpha, "misgan_beta": FLAGS.misgan_beta,
+            "misgan_gamma": FLAGS.misgan_gamma, "gradient_penalty": FLAGS.gradient_penalty,
+            "critic_steps": FLAGS.critic_steps, "imputer_learning_rate": FLAGS.imputer_learning_rate}
 
 
 def quiet_logs() -> None:

@@ -13,13 +13,16 @@ How ``missing_rate`` maps to each mechanism:
   [1, 28]), its top-left corner uniform over the positions that keep it inside
   the image. The realised missing fraction is exactly ``1 - s**2 / 784`` (e.g.
   rate 0.3 -> s = 23 -> 0.325; 0.6 -> 18 -> 0.587; 0.9 -> 9 -> 0.897).
-* ``patch`` (P.M.): ``num_patches`` (default 8) rectangles are missing. Each
+* ``patch`` (P.M.): ``num_patches`` (default 32) rectangles are missing. Each
   rectangle's centre is uniform over the 28x28 pixels (rectangles are clipped at
   the border) and its height and width are independently
   ``max(1, round(scale * U(0.5, 1.5)))``. ``scale`` is calibrated by bisection
   on a fixed-seed Monte Carlo estimate so that the expected missing fraction
-  equals ``missing_rate`` (overlapping rectangles are counted once). With this
-  geometry mean imputation matches the paper's P.M. column (about 0.26).
+  equals ``missing_rate`` (overlapping rectangles are counted once). The paper
+  does not give its patch sizes; 32 patches is the count for which both of its
+  untrained baselines land near its P.M. figures (mean imputation about 0.26,
+  diffusion inpainting 0.19 / 0.24 / 0.29 at rates 0.3 / 0.6 / 0.9 against the
+  paper's 0.200 / 0.227 / 0.277); 8 larger patches make inpainting 0.03-0.05 worse.
 
 ``realised_missing_fraction`` reports what a set of masks actually hides.
 """
@@ -34,7 +37,7 @@ import numpy as np
 from tfimpute.errors import InvalidInputError
 
 MECHANISMS = ("independent", "square", "patch")
-DEFAULT_NUM_PATCHES = 8
+DEFAULT_NUM_PATCHES = 32
 IMAGE_SIDE = 28
 _CALIBRATION_SAMPLES = 4000
 
@@ -134,6 +137,18 @@ class IncompleteData:
 
     def __len__(self) -> int:
         return len(self.mask)
+
+    def observed_pixel_means(self) -> np.ndarray:
+        """Each pixel's mean over the digits where it is observed, float64 [28, 28, 1].
+
+        A pixel never observed gets the mean of all observed pixels. Multiplying by
+        the mask keeps whatever the missing positions hold out of the means.
+        """
+        mask = self.mask.astype(np.float64)
+        sums = (self.observed * mask).sum(axis=0)
+        counts = mask.sum(axis=0)
+        overall = sums.sum() / max(counts.sum(), 1.0)
+        return np.where(counts > 0, sums / np.maximum(counts, 1.0), overall)
 
 
 def make_incomplete(images: np.ndarray, mask: np.ndarray) -> IncompleteData:

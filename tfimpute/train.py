@@ -8,36 +8,64 @@ Writes to ``--workdir``: ``config.json`` (what was trained), ``checkpoints/``
 ``imputations.png`` (observed / imputed / true test digits) and
 ``metrics.json`` (``test_rmse``, ``epochs``, ``train_seconds``, ...).
 ``--flagfile=configs/lmrbm.cfg`` loads the paper's settings.
+
+``--model=mnist_classifier`` trains instead the CNN whose features define the
+FID (see :mod:`tfimpute.classifier`) on the complete training digits; it reads
+``--data_dir``, ``--train_size``, ``--test_size``, ``--epochs``, ``--batch_size``,
+``--seed`` and ``--workdir`` (Adam at 1e-3, not ``--learning_rate``).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from typing import Any
 
 from tfimpute import cli  # noqa: F401  (quiets TensorFlow's start-up logs; import first)
 
+import numpy as np
 from absl import app, flags
 
-from tfimpute import masks, workdir
+from tfimpute import classifier, masks, workdir
 from tfimpute.data import Mnist, load_mnist
 from tfimpute.errors import InvalidInputError
 from tfimpute.models import registry
 from tfimpute.training import TrainingOptions, run_training
 
 FLAGS = flags.FLAGS
-cli.define_data_flags()
-cli.define_model_flags()
-flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs and results (required).")
-flags.DEFINE_integer("epochs", 20, "Training epochs (paper: 500).")
-flags.DEFINE_float("checkpoint_minutes", 10.0, "Also checkpoint mid-epoch at this interval.")
-flags.DEFINE_integer("eval_size", 1000, "Test digits imputed after every epoch for TensorBoard.")
+
+
+def define_flags() -> None:
+    """Defined only when run as a program, so that `train` can be imported next to other CLIs' flags."""
+    cli.define_data_flags()
+    cli.define_model_flags()
+    flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs and results (required).")
+    flags.DEFINE_integer("epochs", 20, "Training epochs (paper: 500).")
+    flags.DEFINE_float("checkpoint_minutes", 10.0, "Also checkpoint mid-epoch at this interval.")
+    flags.DEFINE_integer("eval_size", 1000, "Test digits imputed after every epoch for TensorBoard.")
 
 
 def data_settings() -> dict[str, Any]:
-    return {"train_size": FLAGS.train_size, "test_size": FLAGS.test_size,
-            "missingness": FLAGS.missingness, "missing_rate": FLAGS.missing_rate,
-            "mask_seed": FLAGS.mask_seed, "num_patches": FLAGS.num_patches}
+    settings = {"train_size": FLAGS.train_size, "test_size": FLAGS.test_size,
+                "missingness": FLAGS.missingness, "missing_rate": FLAGS.missing_rate,
+                "mask_seed": FLAGS.mask_seed, "num_patches": FLAGS.num_patches}
+    # Recorded only when set, so that workdirs written before these options existed still resume.
+    settings.update({name: True for name in ("binarize", "complete_training_data") if FLAGS[name].value})
+    return settings
+
+
+def training_dataset(mnist: Mnist, data: dict[str, Any]) -> tuple[Mnist, np.ndarray]:
+    """MNIST as ``data`` says (binarised or not) and the training masks a model is trained with.
+
+    Evaluation calls it too, to impute exactly the incomplete training data a model saw.
+    """
+    if data.get("binarize"):
+        mnist = dataclasses.replace(mnist, train_images=(mnist.train_images >= 0.5).astype(np.float32),
+                                    test_images=(mnist.test_images >= 0.5).astype(np.float32))
+    if data.get("complete_training_data"):
+        return mnist, np.ones_like(mnist.train_images)
+    return mnist, masks.generate_masks(data["missingness"], data["missing_rate"], len(mnist.train_images),
+                                       data["mask_seed"], data["num_patches"])
 
 
 def train(model_name: str, mnist: Mnist, data: dict[str, Any], settings: dict[str, Any],
@@ -48,8 +76,7 @@ def train(model_name: str, mnist: Mnist, data: dict[str, Any], settings: dict[st
     :func:`tfimpute.cli.model_settings`. Returns the content of ``metrics.json``.
     """
     registry.check_model_name(model_name)
-    train_mask = masks.generate_masks(data["missingness"], data["missing_rate"],
-                                      len(mnist.train_images), data["mask_seed"], data["num_patches"])
+    mnist, train_mask = training_dataset(mnist, data)
     test_mask = masks.generate_masks(data["missingness"], data["missing_rate"], len(mnist.test_images),
                                      data["mask_seed"] + 1, data["num_patches"])
     train_data = masks.make_incomplete(mnist.train_images, train_mask)
@@ -61,13 +88,18 @@ def train(model_name: str, mnist: Mnist, data: dict[str, Any], settings: dict[st
 
     settings = dict(settings, expected_observed_units=784 * (1.0 - train_missing))
     model = registry.build_model(model_name, settings)
-    model.compile(optimizer=registry.make_optimizer(settings))
+    if not model.owns_optimizers:
+        model.compile(optimizer=registry.make_optimizer(model_name, settings))
+    training = {"batch_size": options.batch_size, "learning_rate": settings["learning_rate"],
+                "momentum": settings["momentum"], "seed": options.seed}
+    optimizer = registry.optimizer_name(model_name, settings)
+    if optimizer != "sgd":  # recorded only when not SGD, so that older RBM workdirs still resume
+        training["optimizer"] = optimizer
     workdir.claim(workdir_path, {
         "model": model_name,
         "model_config": model.get_config(),
         "data": data,
-        "training": {"batch_size": options.batch_size, "learning_rate": settings["learning_rate"],
-                     "momentum": settings["momentum"], "seed": options.seed},
+        "training": training,
     })
     run_info = {"model": model_name, **data,
                 "train_missing_fraction": train_missing, "test_missing_fraction": test_missing}
@@ -77,12 +109,19 @@ def train(model_name: str, mnist: Mnist, data: dict[str, Any], settings: dict[st
 def main(argv: list[str]) -> None:
     if len(argv) > 1:
         raise InvalidInputError(f"unexpected arguments: {' '.join(argv[1:])}")
-    registry.check_model_name(FLAGS.model)
+    if FLAGS.model != classifier.MODEL_NAME:
+        registry.check_model_name(FLAGS.model)
     if not FLAGS.workdir:
         raise InvalidInputError("--workdir is required")
     if FLAGS.epochs < 0 or FLAGS.batch_size < 1:
         raise InvalidInputError("--epochs must be >= 0 and --batch_size >= 1")
     mnist = load_mnist(FLAGS.data_dir, FLAGS.train_size, FLAGS.test_size)
+    if FLAGS.model == classifier.MODEL_NAME:
+        if FLAGS.epochs < 1:
+            raise InvalidInputError(f"--model={classifier.MODEL_NAME} needs --epochs >= 1")
+        result = classifier.train_classifier(mnist, FLAGS.workdir, FLAGS.epochs, FLAGS.batch_size, FLAGS.seed)
+        print(json.dumps(result, sort_keys=True))
+        return
     options = TrainingOptions(epochs=FLAGS.epochs, batch_size=FLAGS.batch_size, seed=FLAGS.seed,
                               checkpoint_minutes=FLAGS.checkpoint_minutes, eval_size=FLAGS.eval_size)
     result = train(FLAGS.model, mnist, data_settings(), cli.model_settings(), options, FLAGS.workdir)
@@ -90,4 +129,5 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
+    define_flags()
     app.run(cli.run_main(main))

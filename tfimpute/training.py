@@ -14,6 +14,7 @@ import dataclasses
 import json
 import os
 import sys
+import tempfile
 import time
 from typing import Any, Callable
 
@@ -38,10 +39,13 @@ class TrainingOptions:
 
 
 def write_json_atomically(path: str, payload: dict[str, Any]) -> None:
-    temporary = f"{path}.tmp"
-    with open(temporary, "w") as f:
+    """Writes to a unique temporary file beside ``path``, syncs it, then renames it over ``path``."""
+    handle, temporary = tempfile.mkstemp(dir=os.path.dirname(path) or ".", prefix=".tmp-")
+    with os.fdopen(handle, "w") as f:
         json.dump(payload, f, indent=2, sort_keys=True)
         f.write("\n")
+        f.flush()
+        os.fsync(f.fileno())
     os.replace(temporary, path)
 
 
@@ -79,21 +83,32 @@ def run_training(model: Imputer, train_data: IncompleteData, test_images: np.nda
     """Trains (or resumes) ``model`` in ``workdir``; writes and returns ``metrics.json``'s content."""
     os.makedirs(workdir, exist_ok=True)
     progress = _Progress()
-    model.optimizer.build(model.trainable_variables)
-    checkpoint = tf.train.Checkpoint(model=model, optimizer=model.optimizer, progress=progress)
+    model.build_optimizers()
+    # Models owning several optimizers (GANs) hold them as attributes: checkpointed via `model`.
+    optimizer = {} if model.owns_optimizers else {"optimizer": model.optimizer}
+    checkpoint = tf.train.Checkpoint(model=model, progress=progress, **optimizer)
     manager = tf.train.CheckpointManager(checkpoint, os.path.join(workdir, "checkpoints"), max_to_keep=3)
     if manager.latest_checkpoint:
         checkpoint.restore(manager.latest_checkpoint).assert_existing_objects_matched()
         log(f"Resuming from {manager.latest_checkpoint}: epoch {int(progress.epoch) + 1}, "
             f"step {int(progress.step_in_epoch)}")
-    elif model.trainable_imputer:
+    else:
         model.prepare(train_data)
+        if not model.trainable_imputer:  # nothing to train: what `prepare` computed is the model
+            log(f"Checkpoint (prepared): {manager.save()}")
 
     train_writer = tf.summary.create_file_writer(os.path.join(workdir, "tensorboard", "train"))
     test_writer = tf.summary.create_file_writer(os.path.join(workdir, "tensorboard", "test"))
     eval_images, eval_mask = test_images[:options.eval_size], test_mask[:options.eval_size]
     grid_images, grid_mask = test_images[:options.grid_size], test_mask[:options.grid_size]
-    train_step = tf.function(model.train_step, reduce_retracing=True)
+
+    def step_and_count(batch):
+        # Counting inside the same graph call as the update: a Ctrl-C cannot fall between them.
+        logs = model.train_step(batch)
+        progress.step_in_epoch.assign_add(1)
+        return logs
+
+    train_step = tf.function(step_and_count, reduce_retracing=True)
     steps_per_epoch = -(-len(train_data) // options.batch_size)
     last_save = time.monotonic()
 
@@ -118,8 +133,7 @@ def run_training(model: Imputer, train_data: IncompleteData, test_images: np.nda
                 now = time.perf_counter()
                 progress.train_seconds.assign_add(now - tick)  # data + step, not evaluation
                 tick = now
-                progress.step_in_epoch.assign_add(1)
-                step = int(model.optimizer.iterations)
+                step = int(model.training_step_counter)
                 for key, value in logs.items():
                     epoch_logs.setdefault(key, []).append(value)
                 if step % options.summary_every_steps == 0:
@@ -129,11 +143,9 @@ def run_training(model: Imputer, train_data: IncompleteData, test_images: np.nda
                 progbar.update(int(progress.step_in_epoch), values=list(logs.items()))
                 if time.monotonic() - last_save > 60 * options.checkpoint_minutes:
                     save("timed")
-            progress.epoch.assign_add(1)
-            progress.step_in_epoch.assign(0)
             eval_rmse = metrics.missing_rmse(
                 eval_images, model.impute(eval_images * eval_mask, eval_mask), eval_mask)
-            step = int(model.optimizer.iterations)
+            step = int(model.training_step_counter)
             with train_writer.as_default(step=step):
                 for key, values in epoch_logs.items():
                     tf.summary.scalar(f"epoch_{key}", float(np.mean(values)))
@@ -141,8 +153,14 @@ def run_training(model: Imputer, train_data: IncompleteData, test_images: np.nda
                 tf.summary.scalar("missing_rmse", eval_rmse)
                 tf.summary.image("observed_imputed_true",
                                  imputation_grid(model, grid_images, grid_mask)[None], step=step)
+                model.end_of_epoch(epoch + 1, options.epochs,
+                                   {key: float(np.mean(values)) for key, values in epoch_logs.items()},
+                                   eval_images, eval_mask, workdir)
             log(f"epoch {epoch + 1}: test RMSE over missing pixels "
                 f"({len(eval_images)} digits) {eval_rmse:.4f}")
+            # Only now is the epoch done: interrupted before this, a resume redoes its evaluation.
+            progress.epoch.assign_add(1)
+            progress.step_in_epoch.assign(0)
             save(f"end of epoch {epoch + 1}")
     except KeyboardInterrupt:
         save("interrupted")

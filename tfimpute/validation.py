@@ -44,5 +44,5 @@ def check_images_and_mask(images, mask) -> tuple[np.ndarray, np.ndarray]:
             f"images: pixel values must be in [0, 1], got range [{images.min():g}, {images.max():g}]")
     if not np.all((mask == 0.0) | (mask == 1.0)):
         bad = mask[(mask != 0.0) & (mask != 1.0)][0]
-        raise InvalidInputError(f"mask: values must be 0 (missing) or 1 (observed), found {bad!r}")
+        raise InvalidInputError(f"mask: values must be 0 (missing) or 1 (observed), found {float(bad)!r}")
     return images, mask

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import tempfile
+
 import numpy as np
 from PIL import Image
 
@@ -30,6 +33,9 @@ def image_grid(rows: list[np.ndarray], masks: list[np.ndarray | None] | None = N
 
 
 def save_png(grid: np.ndarray, path: str, scale: int = 3) -> None:
-    """Writes an RGB float grid as an upscaled PNG."""
+    """Writes an RGB float grid as an upscaled PNG, atomically."""
     image = Image.fromarray((np.clip(grid, 0.0, 1.0) * 255).astype(np.uint8))
-    image.resize((image.width * scale, image.height * scale), Image.NEAREST).save(path)
+    handle, temporary = tempfile.mkstemp(dir=os.path.dirname(path) or ".", prefix=".tmp-", suffix=".png")
+    with os.fdopen(handle, "wb") as f:
+        image.resize((image.width * scale, image.height * scale), Image.NEAREST).save(f, format="PNG")
+    os.replace(temporary, path)  # readers never see half a PNG

@@ -58,7 +58,9 @@ def load_trained(workdir: str):
     model = registry.model_from_config(config["model"], config["model_config"])
     latest = tf.train.latest_checkpoint(os.path.join(workdir, "checkpoints"))
     if latest is None:
-        if model.trainable_imputer:
+        # Training checkpoints every model, untrained imputers once prepared: without a checkpoint,
+        # a model with variables would come back with its initial values (e.g. all-zero means).
+        if model.trainable_imputer or model.variables:
             raise WorkdirError(f"{workdir}: no checkpoint yet; train it first")
         return model, config
     tf.train.Checkpoint(model=model).restore(latest).expect_partial().assert_existing_objects_matched()

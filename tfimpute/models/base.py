@@ -39,9 +39,30 @@ class Imputer(keras.Model):
     """Base class: see the module docstring for the contract."""
 
     trainable_imputer = True
+    owns_optimizers = False  # True for models that create their own optimizers (GANs)
+
+    def build_optimizers(self) -> None:
+        """Creates optimizer slots before a checkpoint is restored or a step is traced."""
+        if getattr(self, "optimizer", None) is not None:
+            self.optimizer.build(self.trainable_variables)
+
+    @property
+    def training_step_counter(self) -> tf.Variable:
+        """Counts train_step calls; the x-axis of training summaries."""
+        return self.optimizer.iterations
 
     def prepare(self, train_data: IncompleteData) -> None:
         """Default: nothing to prepare."""
+
+    def end_of_epoch(self, epoch: int, epochs: int, train_logs: dict[str, float],
+                     images: np.ndarray, mask: np.ndarray, workdir: str) -> None:
+        """Extra outputs after training epoch ``epoch`` (1-based) of ``epochs``. Default: none.
+
+        ``train_logs`` holds the epoch's mean ``train_step`` logs, ``images`` complete held-out
+        digits and ``mask`` their test masks. Called with the held-out TensorBoard writer as
+        default writer (so ``tf.summary`` calls land there); may write files into ``workdir``.
+        Evaluation only: it must not change the model.
+        """
 
     def impute_batch(self, images: tf.Tensor, mask: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
         raise NotImplementedError

@@ -112,13 +112,8 @@ class RBM(Imputer):
         practical guide; the paper does not state its initialisation).
         """
         n = self.visible_units
-        mask = train_data.mask.reshape(-1, n).astype(np.float64)
-        observed = train_data.observed.reshape(-1, n).astype(np.float64)
-        counts = mask.sum(axis=0)
-        self.observed_probability.assign(mask.mean(axis=0).astype(np.float32))
-        overall = observed.sum() / max(mask.sum(), 1.0)
-        means = np.where(counts > 0, observed.sum(axis=0) / np.maximum(counts, 1.0), overall)
-        means = np.clip(means, 1e-3, 1 - 1e-3)
+        self.observed_probability.assign(train_data.mask.reshape(-1, n).mean(axis=0).astype(np.float32))
+        means = np.clip(train_data.observed_pixel_means().reshape(n), 1e-3, 1 - 1e-3)
         self.visible_bias.assign(np.log(means / (1 - means)).astype(np.float32))
 
     def _flatten(self, images: tf.Tensor) -> tf.Tensor:

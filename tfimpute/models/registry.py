@@ -8,7 +8,11 @@ import keras
 
 from tfimpute.errors import InvalidInputError
 from tfimpute.models.base import Imputer
+from tfimpute.models.baselines import PAPER_INPAINTING_ITERATIONS, DiffusionInpainter, MeanImputer
+from tfimpute.models.misgan import MisGAN
 from tfimpute.models.rbm import RBM
+from tfimpute.models.realnvp import RealNVP
+from tfimpute.models.vae import VAE
 
 
 def _rank_from_setting(setting: str, expected_observed_units: float, hidden_units: int) -> int | None:
@@ -36,11 +40,45 @@ def _build_rbm(linearized: bool) -> Callable[[dict[str, Any]], Imputer]:
     return build
 
 
+def _build_from_settings(cls: type[Imputer], arguments: dict[str, str],
+                         name: str) -> Callable[[dict[str, Any]], Imputer]:
+    """Builder passing ``settings[key]`` as argument ``arguments[key]`` (absent keys: the default)."""
+    def build(settings: dict[str, Any]) -> Imputer:
+        try:
+            return cls(name=name, **{arg: settings[key] for key, arg in arguments.items() if key in settings})
+        except ValueError as exc:
+            raise InvalidInputError(str(exc)) from None
+    return build
+
+
+VAE_ARGUMENTS = {"latent_dim": "latent_dim", "vae_hidden_units": "hidden_units",
+                 "vae_impute_mode": "impute_mode", "vae_impute_samples": "impute_samples",
+                 "vae_gibbs_steps": "gibbs_steps", "seed": "seed"}
+REALNVP_ARGUMENTS = {"coupling_layers": "coupling_layers", "coupling_hidden_units": "hidden_units",
+                     "coupling_hidden_layers": "hidden_layers", "flow_impute_steps": "impute_steps",
+                     "flow_impute_step_size": "impute_step_size",
+                     "flow_train_fill_steps": "train_fill_steps", "seed": "seed"}
+MISGAN_ARGUMENTS = {"latent_size": "latent_size", "gan_width": "width", "imputer_units": "imputer_units",
+                    "misgan_tau": "tau", "misgan_alpha": "alpha", "misgan_beta": "beta",
+                    "misgan_gamma": "gamma", "gradient_penalty": "penalty_weight",
+                    "critic_steps": "critic_steps", "learning_rate": "learning_rate",
+                    "imputer_learning_rate": "imputer_learning_rate", "seed": "seed"}
+
 BUILDERS: dict[str, Callable[[dict[str, Any]], Imputer]] = {
     "lmrbm": _build_rbm(linearized=True),
     "rbm": _build_rbm(linearized=False),
+    "mean": lambda settings: MeanImputer(name="mean"),
+    "inpaint": lambda settings: DiffusionInpainter(iterations=PAPER_INPAINTING_ITERATIONS, name="inpaint"),
+    "vae": _build_from_settings(VAE, VAE_ARGUMENTS, "vae"),
+    "realnvp": _build_from_settings(RealNVP, REALNVP_ARGUMENTS, "realnvp"),
+    "misgan": _build_from_settings(MisGAN, MISGAN_ARGUMENTS, "misgan"),
 }
-CLASSES: dict[str, type[Imputer]] = {"lmrbm": RBM, "rbm": RBM}
+CLASSES: dict[str, type[Imputer]] = {"lmrbm": RBM, "rbm": RBM, "mean": MeanImputer,
+                                     "inpaint": DiffusionInpainter, "vae": VAE,
+                                     "realnvp": RealNVP, "misgan": MisGAN}
+# The optimizer a model gets without --optimizer: the seed's Adam for the VAE and RealNVP; SGD for
+# the rest (the paper's RBM training; untrained imputers; MisGAN builds its own).
+DEFAULT_OPTIMIZERS = {"vae": "adam", "realnvp": "adam"}
 
 
 def check_model_name(name: str) -> None:
@@ -54,12 +92,19 @@ def build_model(name: str, settings: dict[str, Any]) -> Imputer:
     return BUILDERS[name](settings)
 
 
+def optimizer_name(name: str, settings: dict[str, Any]) -> str:
+    """``settings["optimizer"]`` when given, else model ``name``'s default (:data:`DEFAULT_OPTIMIZERS`)."""
+    return settings.get("optimizer") or DEFAULT_OPTIMIZERS.get(name, "sgd")
+
+
 def model_from_config(name: str, config: dict[str, Any]) -> Imputer:
     """Rebuilds a model from the ``get_config()`` stored in a workdir."""
     check_model_name(name)
     return CLASSES[name].from_config(config)
 
 
-def make_optimizer(settings: dict[str, Any]) -> keras.optimizers.Optimizer:
-    """Plain SGD by default (paper: lr 1e-4, no momentum)."""
+def make_optimizer(name: str, settings: dict[str, Any]) -> keras.optimizers.Optimizer:
+    """The optimizer :func:`optimizer_name` picks: Adam, or plain SGD (paper: lr 1e-4, no momentum)."""
+    if optimizer_name(name, settings) == "adam":
+        return keras.optimizers.Adam(learning_rate=settings["learning_rate"])
     return keras.optimizers.SGD(learning_rate=settings["learning_rate"], momentum=settings["momentum"])

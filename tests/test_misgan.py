@@ -1,0 +1,100 @@
+"""MisGAN and the shared GAN machinery."""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tfimpute.models import gan
+from tfimpute.models.misgan import MisGAN
+
+
+def test_critic_step_with_gradient_penalty_matches_hand_computation():
+    # A linear critic D(x) = w·x + b: its input gradient is w everywhere, so the
+    # penalty is (|w| - 1)^2 and the loss gradient has a closed form.
+    critic = keras.Sequential([keras.Input((28, 28, 1)), keras.layers.Flatten(), keras.layers.Dense(1)])
+    rng = np.random.default_rng(0)
+    w = rng.normal(0, 0.1, (784, 1)).astype(np.float32)
+    critic.layers[-1].set_weights([w, np.array([0.3], np.float32)])
+    real = rng.random((4, 28, 28, 1)).astype(np.float32)
+    fake = rng.random((4, 28, 28, 1)).astype(np.float32)
+    eps = rng.random((4, 1, 1, 1)).astype(np.float32)
+    optimizer = keras.optimizers.SGD(learning_rate=0.05)
+    loss = gan.critic_step(critic, optimizer, tf.constant(real), tf.constant(fake), tf.constant(eps), 10.0)
+
+    flat_w = w[:, 0].astype(np.float64)
+    norm = np.linalg.norm(flat_w)
+    real_mean, fake_mean = real.reshape(4, -1).mean(0), fake.reshape(4, -1).mean(0)
+    expected_loss = fake_mean @ flat_w - real_mean @ flat_w + 10.0 * (norm - 1.0) ** 2
+    expected_grad = fake_mean - real_mean + 10.0 * 2.0 * (norm - 1.0) * flat_w / norm
+    assert float(loss) == pytest.approx(expected_loss, rel=1e-4)
+    new_w, new_b = critic.layers[-1].get_weights()
+    np.testing.assert_allclose(new_w[:, 0], flat_w - 0.05 * expected_grad, rtol=1e-4, atol=1e-6)
+    assert new_b[0] == pytest.approx(0.3)  # the bias cancels in fake - real and in the penalty
+
+
+def tiny_misgan(**overrides):
+    settings = dict(latent_size=8, width=2, imputer_units=16, critic_steps=2, seed=0)
+    model = MisGAN(**{**settings, **overrides})
+    model.build_optimizers()
+    return model
+
+
+def incomplete_batch(seed=0):
+    rng = np.random.default_rng(seed)
+    images = rng.random((6, 28, 28, 1)).astype(np.float32)
+    mask = (rng.random((6, 28, 28, 1)) > 0.3).astype(np.float32)
+    return images, mask
+
+
+def test_imputation_never_changes_observed_entries():
+    model = tiny_misgan()
+    images, mask = incomplete_batch()
+    imputed = model.impute(images, mask, seed=1)
+    np.testing.assert_array_equal(imputed[mask == 1], images[mask == 1])
+    assert np.all((imputed >= 0) & (imputed <= 1))
+    assert not np.array_equal(imputed, model.impute(images, mask, seed=2))  # the noise input matters
+    np.testing.assert_array_equal(imputed, model.impute(images, mask, seed=1))
+
+
+def test_generators_move_only_every_critic_steps_batches():
+    model = tiny_misgan(critic_steps=2)
+    images, mask = incomplete_batch()
+    step = tf.function(model.train_step)
+    batch = (tf.constant(images * mask), tf.constant(mask))
+    generator_before = [w.numpy() for w in model.data_generator.weights]
+    critic_before = [w.numpy() for w in model.data_critic.weights]
+    logs = step(batch)
+    assert set(logs) == {"data_critic_loss", "mask_critic_loss", "imputer_critic_loss"}
+    assert all(np.isfinite(float(v)) for v in logs.values())
+    assert any(not np.array_equal(a, b.numpy()) for a, b in zip(critic_before, model.data_critic.weights))
+    for a, b in zip(generator_before, model.data_generator.weights):
+        np.testing.assert_array_equal(a, b.numpy())
+    step(batch)
+    assert any(not np.array_equal(a, b.numpy()) for a, b in zip(generator_before, model.data_generator.weights))
+
+
+def test_training_ignores_the_values_of_missing_pixels():
+    images, mask = incomplete_batch()
+    altered = np.where(mask == 1, images, 1.0 - images)
+    weights = []
+    for data in (images, altered):
+        model = tiny_misgan()  # seeded: both models start from the same weights
+        step = tf.function(model.train_step)
+        for _ in range(2):  # the model gets the altered values themselves, not zeros
+            step((tf.constant(data), tf.constant(mask)))
+        weights.append(model.get_weights())
+    for a, b in zip(*weights):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_same_seed_same_initial_weights():
+    for a, b in zip(tiny_misgan().get_weights(), tiny_misgan().get_weights()):
+        np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(tiny_misgan().get_weights()[0], tiny_misgan(seed=1).get_weights()[0])
+
+
+def test_samples_and_masks_have_the_right_range():
+    data, masks = tiny_misgan().sample(5, tf.constant([0, 1]))
+    assert data.shape == masks.shape == (5, 28, 28, 1)
+    assert float(tf.reduce_min(masks)) >= 0.0 and float(tf.reduce_max(masks)) <= 1.0

@@ -1,0 +1,215 @@
+"""MisGAN: learning a data generator, a mask generator and an imputer from incomplete data.
+
+Li, Jiang & Marlin (2019), the LM-RBM paper's ref. [14]; written for Keras from
+the paper and the authors' public code (steveli/misgan). Three Wasserstein GANs
+with gradient penalty share one training step:
+
+* data:   critic D_x sees real incomplete data x ⊙ m + τ(1 − m) against
+          G_x(z) ⊙ G_m(ε) + τ(1 − G_m(ε));
+* mask:   critic D_m sees real masks against G_m(ε);
+* imputer: critic D_i sees G_x(z) (complete samples) against imputations
+          x ⊙ m + I(x ⊙ m + ω ⊙ (1 − m)) ⊙ (1 − m), ω ~ U(0, 1).
+
+Every batch updates the three critics; every ``critic_steps``-th batch also
+updates the generators and the imputer with the joint objective
+L_m + α·L_x (mask generator), L_x + β·L_i (data generator; the β term is
+E[D_i(G_x(z))], the generator's side of the imputer game — the authors' code
+back-propagates a term that does not depend on G_x, so there β has no effect),
+and L_i + γ·(observed-pixel reconstruction) (imputer). Paper settings (its
+footnote 1): τ = 0, α = 0.1, β = 0.1, γ = 0, λ_GP = 10, 5 critic steps,
+latent size 128, batch 64, Adam(1e-4, β=(0.5, 0.9)) and 2e-4 for the imputer
+and its critic, "fusion" mask output, imputer with three 784-unit layers.
+"""
+
+from __future__ import annotations
+
+import keras
+import tensorflow as tf
+from keras import layers
+
+from tfimpute.models import gan
+from tfimpute.models.base import Imputer, keep_observed
+
+
+class MisGAN(Imputer):
+    """MisGAN with convolutional generators and critics and a fully connected imputer."""
+
+    owns_optimizers = True
+
+    def __init__(self, latent_size: int = 128, width: int = 64, imputer_units: int = 784,
+                 tau: float = 0.0, alpha: float = 0.1, beta: float = 0.1, gamma: float = 0.0,
+                 penalty_weight: float = 10.0, critic_steps: int = 5, learning_rate: float = 1e-4,
+                 imputer_learning_rate: float = 2e-4, mask_temperature: float = 0.66,
+                 seed: int = 0, **kwargs):
+        super().__init__(**kwargs)
+        if critic_steps < 1 or latent_size < 1 or width < 1 or imputer_units < 1:
+            raise ValueError("critic_steps, latent_size, width and imputer_units must be >= 1")
+        self.latent_size, self.width, self.imputer_units = latent_size, width, imputer_units
+        self.tau, self.alpha, self.beta, self.gamma = tau, alpha, beta, gamma
+        self.penalty_weight, self.critic_steps = penalty_weight, critic_steps
+        self.learning_rate, self.imputer_learning_rate = learning_rate, imputer_learning_rate
+        self.mask_temperature, self.seed = mask_temperature, seed
+
+        # Every network's initialisation is seeded from `seed`, so a config reproduces a run.
+        network_seed = 6 * seed
+        self.data_generator = gan.conv_generator(latent_size, width, "data_generator", network_seed)
+        self.mask_generator = gan.conv_generator(latent_size, width, "mask_generator", network_seed + 1)
+        self.imputer_network = keras.Sequential([
+            keras.Input((784,)),
+            *(layers.Dense(imputer_units, activation="relu",
+                           kernel_initializer=gan.seeded(network_seed + 2, i)) for i in range(3)),
+            layers.Dense(784, kernel_initializer=gan.seeded(network_seed + 2, 3)),
+        ], name="imputer_network")
+        self.data_critic = gan.conv_critic(width, "data_critic", network_seed + 3)
+        self.mask_critic = gan.conv_critic(width, "mask_critic", network_seed + 4)
+        self.imputer_critic = gan.conv_critic(width, "imputer_critic", network_seed + 5)
+
+        def adam(rate: float) -> keras.optimizers.Adam:
+            return keras.optimizers.Adam(learning_rate=rate, beta_1=0.5, beta_2=0.9)
+
+        self.data_generator_optimizer = adam(learning_rate)
+        self.mask_generator_optimizer = adam(learning_rate)
+        self.imputer_optimizer = adam(imputer_learning_rate)
+        self.data_critic_optimizer = adam(learning_rate)
+        self.mask_critic_optimizer = adam(learning_rate)
+        self.imputer_critic_optimizer = adam(imputer_learning_rate)
+        self.built = True
+
+    def get_config(self) -> dict:
+        return {"latent_size": self.latent_size, "width": self.width,
+                "imputer_units": self.imputer_units, "tau": self.tau, "alpha": self.alpha,
+                "beta": self.beta, "gamma": self.gamma, "penalty_weight": self.penalty_weight,
+                "critic_steps": self.critic_steps, "learning_rate": self.learning_rate,
+                "imputer_learning_rate": self.imputer_learning_rate,
+                "mask_temperature": self.mask_temperature, "seed": self.seed, "name": self.name}
+
+    def _pairs(self):
+        """(network, its optimizer) for the six players."""
+        return [(self.data_generator, self.data_generator_optimizer),
+                (self.mask_generator, self.mask_generator_optimizer),
+                (self.imputer_network, self.imputer_optimizer),
+                (self.data_critic, self.data_critic_optimizer),
+                (self.mask_critic, self.mask_critic_optimizer),
+                (self.imputer_critic, self.imputer_critic_optimizer)]
+
+    def build_optimizers(self) -> None:
+        """Creates every optimizer's slots before tracing or restoring a checkpoint."""
+        for network, optimizer in self._pairs():
+            optimizer.build(network.trainable_variables)
+
+    @property
+    def training_step_counter(self) -> tf.Variable:
+        return self.data_critic_optimizer.iterations
+
+    # -- the networks as functions ------------------------------------------------------------
+
+    def generate_data(self, latent: tf.Tensor) -> tf.Tensor:
+        return tf.sigmoid(self.data_generator(latent, training=True))
+
+    def generate_masks(self, latent: tf.Tensor) -> tf.Tensor:
+        """The "fusion" output: sigmoid(x / T) stretched to [−0.1, 1.1], then clipped to [0, 1]."""
+        soft = tf.sigmoid(self.mask_generator(latent, training=True) / self.mask_temperature)
+        return tf.clip_by_value(soft * 1.2 - 0.1, 0.0, 1.0)
+
+    def masked(self, images: tf.Tensor, mask: tf.Tensor) -> tf.Tensor:
+        """x ⊙ m + τ(1 − m): what the data critic sees of an incomplete image."""
+        return images * mask + self.tau * (1.0 - mask)
+
+    def imputer_output(self, observed: tf.Tensor, mask: tf.Tensor, noise: tf.Tensor) -> tf.Tensor:
+        """I(x ⊙ m + ω ⊙ (1 − m)) for every pixel, observed ones included (for γ > 0)."""
+        filled = observed * mask + noise * (1.0 - mask)
+        logits = self.imputer_network(tf.reshape(filled, [-1, 784]), training=True)
+        return tf.reshape(tf.sigmoid(logits), tf.shape(observed))
+
+    def complete(self, observed: tf.Tensor, mask: tf.Tensor, noise: tf.Tensor) -> tf.Tensor:
+        """Imputation: observed pixels kept exactly, missing ones from the imputer."""
+        return keep_observed(observed, mask, self.imputer_output(observed, mask, noise))
+
+    # -- training -------------------------------------------------------------------------------
+
+    def _draws(self, batch_size: tf.Tensor, step: tf.Tensor, stream: int) -> tuple[tf.Tensor, ...]:
+        """Latents, imputer noise and GP interpolation weights, stateless in (seed, step, stream)."""
+        seeds = tf.random.experimental.stateless_split(
+            tf.stack([tf.constant(self.seed, tf.int64), tf.cast(step, tf.int64) * 2 + stream]), num=6)
+        latent = [self.latent_size]
+        return (tf.random.stateless_normal(tf.concat([[batch_size], latent], 0), seeds[0]),
+                tf.random.stateless_normal(tf.concat([[batch_size], latent], 0), seeds[1]),
+                tf.random.stateless_uniform(tf.stack([batch_size, 28, 28, 1]), seeds[2]),
+                tf.random.stateless_uniform(tf.stack([batch_size, 1, 1, 1]), seeds[3]),
+                tf.random.stateless_uniform(tf.stack([batch_size, 1, 1, 1]), seeds[4]),
+                tf.random.stateless_uniform(tf.stack([batch_size, 1, 1, 1]), seeds[5]))
+
+    def critic_updates(self, observed: tf.Tensor, mask: tf.Tensor, step: tf.Tensor) -> dict[str, tf.Tensor]:
+        """One gradient-penalty step for each of the three critics."""
+        batch_size = tf.shape(observed)[0]
+        data_latent, mask_latent, noise, eps_data, eps_mask, eps_imputer = self._draws(batch_size, step, 0)
+        fake_data = self.generate_data(data_latent)
+        fake_mask = self.generate_masks(mask_latent)
+        imputed = self.complete(observed, mask, noise)
+        return {
+            "data_critic_loss": gan.critic_step(
+                self.data_critic, self.data_critic_optimizer, self.masked(observed, mask),
+                self.masked(fake_data, fake_mask), eps_data, self.penalty_weight),
+            "mask_critic_loss": gan.critic_step(
+                self.mask_critic, self.mask_critic_optimizer, mask, fake_mask, eps_mask,
+                self.penalty_weight),
+            "imputer_critic_loss": gan.critic_step(
+                self.imputer_critic, self.imputer_critic_optimizer, fake_data, imputed, eps_imputer,
+                self.penalty_weight),
+        }
+
+    def generator_updates(self, observed: tf.Tensor, mask: tf.Tensor, step: tf.Tensor) -> tf.Tensor:
+        """Updates G_m, G_x and the imputer against the current critics; returns the imputer loss
+        (``tf.cond`` needs an output; the loss is not logged because most steps have none)."""
+        batch_size = tf.shape(observed)[0]
+        data_latent, mask_latent, noise, *_ = self._draws(batch_size, step, 1)
+        data_variables = self.data_generator.trainable_variables
+        mask_variables = self.mask_generator.trainable_variables
+        imputer_variables = self.imputer_network.trainable_variables
+        with tf.GradientTape(persistent=True) as tape:
+            fake_data = self.generate_data(data_latent)
+            fake_mask = self.generate_masks(mask_latent)
+            data_loss = gan.generator_loss(self.data_critic, self.masked(fake_data, fake_mask))
+            mask_loss = gan.generator_loss(self.mask_critic, fake_mask)
+            # Generator side of the imputer game: β·E[D_i(G_x(z))].
+            imputer_game = -gan.generator_loss(self.imputer_critic, fake_data)
+            raw_imputation = self.imputer_output(observed, mask, noise)
+            imputer_loss = gan.generator_loss(
+                self.imputer_critic, keep_observed(observed, mask, raw_imputation))
+            if self.gamma > 0:
+                per_image = (tf.reduce_sum(tf.square(raw_imputation - observed) * mask, axis=[1, 2, 3])
+                             / tf.maximum(tf.reduce_sum(mask, axis=[1, 2, 3]), 1.0))
+                imputer_loss += self.gamma * gan.replica_mean(per_image)
+            mask_generator_loss = mask_loss + self.alpha * data_loss
+            data_generator_loss = data_loss + self.beta * imputer_game
+        for loss, variables, optimizer in (
+                (mask_generator_loss, mask_variables, self.mask_generator_optimizer),
+                (data_generator_loss, data_variables, self.data_generator_optimizer),
+                (imputer_loss, imputer_variables, self.imputer_optimizer)):
+            optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
+        del tape
+        return imputer_loss
+
+    def train_step(self, data):
+        observed, mask = data[0], data[1]
+        step = tf.identity(self.training_step_counter)
+        logs = self.critic_updates(observed, mask, step)
+        # Generators and imputer move on every `critic_steps`-th batch (MisGAN's schedule).
+        tf.cond((step + 1) % self.critic_steps == 0,
+                lambda: self.generator_updates(observed, mask, step),
+                lambda: tf.constant(0.0))
+        return logs
+
+    # -- inference ------------------------------------------------------------------------------
+
+    def impute_batch(self, images: tf.Tensor, mask: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
+        """One stochastic imputation; the imputer noise ω is drawn from ``seed``."""
+        noise = tf.random.stateless_uniform(tf.shape(images), seed)
+        return self.complete(images * mask, mask, noise)
+
+    def sample(self, count: int | tf.Tensor, seed: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        """``count`` generated digits and masks (1 = observed), from latents drawn by ``seed``."""
+        seeds = tf.random.experimental.stateless_split(tf.cast(seed, tf.int64), num=2)
+        shape = tf.stack([tf.cast(count, tf.int32), self.latent_size])
+        return (self.generate_data(tf.random.stateless_normal(shape, seeds[0])),
+                self.generate_masks(tf.random.stateless_normal(shape, seeds[1])))
