@@ -19,7 +19,6 @@ from tfimpute.errors import DataError
 
 DATA_DIR_ENV = "TFIMPUTE_DATA_DIR"
 PAPER_TRAIN_SIZE = 50_000
-IMAGE_SHAPE = (28, 28, 1)
 
 _FILES = {
     "train_images": ("train-images-idx3-ubyte.gz", 2051, 60_000),
