@@ -1,9 +1,12 @@
 """MisGAN and the shared GAN machinery."""
 
+import os
+
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from PIL import Image
 
 from tfimpute.models import gan
 from tfimpute.models.misgan import MisGAN
@@ -92,6 +95,16 @@ def test_same_seed_same_initial_weights():
     for a, b in zip(tiny_misgan().get_weights(), tiny_misgan().get_weights()):
         np.testing.assert_array_equal(a, b)
     assert not np.array_equal(tiny_misgan().get_weights()[0], tiny_misgan(seed=1).get_weights()[0])
+
+
+def test_end_of_epoch_writes_sample_grids(tmp_path):
+    model = tiny_misgan()
+    images, mask = incomplete_batch()
+    with tf.summary.create_file_writer(str(tmp_path / "tb")).as_default():
+        model.end_of_epoch(3, 5, {}, images, mask, str(tmp_path))
+    grid = np.asarray(Image.open(tmp_path / "samples_epoch_0003.png"))
+    assert grid.shape[0] > grid.shape[1] / 4 and grid.std() > 0  # four rows of eight digits, not blank
+    assert os.listdir(tmp_path / "tb")
 
 
 def test_samples_and_masks_have_the_right_range():

@@ -23,10 +23,14 @@ and its critic, "fusion" mask output, imputer with three 784-unit layers.
 
 from __future__ import annotations
 
+import os
+
 import keras
+import numpy as np
 import tensorflow as tf
 from keras import layers
 
+from tfimpute import visualize
 from tfimpute.models import gan
 from tfimpute.models.base import Imputer, keep_observed
 
@@ -199,6 +203,15 @@ class MisGAN(Imputer):
                 lambda: self.generator_updates(observed, mask, step),
                 lambda: tf.constant(0.0))
         return logs
+
+    def end_of_epoch(self, epoch: int, epochs: int, train_logs: dict[str, float],
+                     images: np.ndarray, mask: np.ndarray, workdir: str) -> None:
+        """Grids of generated digits (top two rows) and generated masks (bottom two, white =
+        observed) from fixed latents, in TensorBoard and as ``samples_epoch_NNNN.png``."""
+        data, masks = (x.numpy() for x in self.sample(16, tf.constant([0, 0])))
+        grid = visualize.image_grid([data[:8], data[8:], masks[:8], masks[8:]])
+        tf.summary.image("generated_data_and_masks", grid[None], step=epoch)
+        visualize.save_png(grid, os.path.join(workdir, f"samples_epoch_{epoch:04d}.png"))
 
     # -- inference ------------------------------------------------------------------------------
 
