@@ -69,9 +69,9 @@ from tfimpute.models.misgan import MisGAN
 from tfimpute.models.rbm import RBM
 from tfimpute.models.realnvp import RealNVP
 from tfimpute.models.vae import VAE
+from tfimpute.serving.status import DEFAULT_SIGNATURE
 
 IMAGE_SPEC_SHAPE = [None, 28, 28, 1]
-DEFAULT_SIGNATURE = "serving_default"
 WARMUP_FILE = "tf_serving_warmup_requests"
 EXPORT_INFO_FILE = "tfimpute.json"
 VERSION_PATTERN = re.compile(r"^[0-9]+$")

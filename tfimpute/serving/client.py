@@ -46,10 +46,9 @@ from tensorflow_serving.apis import (get_model_metadata_pb2, get_model_status_pb
 
 from tfimpute import visualize
 from tfimpute.errors import InvalidInputError
-from tfimpute.serving.status import ServingError
+from tfimpute.serving.status import DEFAULT_SIGNATURE, ServingError
 from tfimpute.validation import as_image_batch, check_images_and_mask
 
-DEFAULT_SIGNATURE = "serving_default"
 SAMPLE_SIGNATURE = "impute_sample"
 DEFAULT_ADDRESS = {"rest": "127.0.0.1:8501", "grpc": "127.0.0.1:8500"}  # TF Serving's default ports
 

@@ -52,10 +52,9 @@ from tensorflow_serving.apis import (get_model_metadata_pb2, get_model_status_pb
 from tensorflow_serving.config import model_server_config_pb2
 
 from tfimpute.errors import InvalidInputError
-from tfimpute.serving.status import ServingError
+from tfimpute.serving.status import DEFAULT_SIGNATURE, ServingError
 from tfimpute.validation import check_images_and_mask
 
-DEFAULT_SIGNATURE = "serving_default"
 CONTAINER_MODELS_DIR = "/models"  # where serving/README.md mounts export/ in the TF Serving container
 DEFAULT_MAX_REQUEST_BYTES = 32 * 1024 * 1024
 
