@@ -127,13 +127,22 @@ def realised_missing_fraction(mask: np.ndarray) -> float:
 
 @dataclasses.dataclass(frozen=True)
 class IncompleteData:
-    """What a model may see: observed pixels (missing ones zeroed) and the mask.
+    """What a model may see: observed pixels (missing ones zeroed), the mask and the labels.
 
     The true values of missing pixels are discarded here, so they cannot reach a model.
+    Labels are complete (only pixels go missing); class-conditional models (CGAN) use them,
+    the others ignore them. Unknown labels are −1.
     """
 
     observed: np.ndarray  # [N, 28, 28, 1] float32, 0 where missing
     mask: np.ndarray  # [N, 28, 28, 1] float32, 1 = observed
+    labels: np.ndarray | None = None  # [N] int32 digit classes, or None when unknown
+
+    def label_array(self) -> np.ndarray:
+        """int32 [N]: the labels, or −1 everywhere when they are unknown."""
+        if self.labels is None:
+            return np.full(len(self), -1, np.int32)
+        return self.labels.astype(np.int32)
 
     def __len__(self) -> int:
         return len(self.mask)
@@ -151,8 +160,12 @@ class IncompleteData:
         return np.where(counts > 0, sums / np.maximum(counts, 1.0), overall)
 
 
-def make_incomplete(images: np.ndarray, mask: np.ndarray) -> IncompleteData:
-    """Hides the missing pixels of ``images`` (sets them to 0)."""
+def make_incomplete(images: np.ndarray, mask: np.ndarray,
+                    labels: np.ndarray | None = None) -> IncompleteData:
+    """Hides the missing pixels of ``images`` (sets them to 0); ``labels`` are kept whole."""
     if images.shape != mask.shape:
         raise InvalidInputError(f"images {images.shape} and mask {mask.shape} differ in shape")
-    return IncompleteData(observed=(images * mask).astype(np.float32), mask=mask.astype(np.float32))
+    if labels is not None and len(labels) != len(images):
+        raise InvalidInputError(f"{len(labels)} labels for {len(images)} images")
+    return IncompleteData(observed=(images * mask).astype(np.float32), mask=mask.astype(np.float32),
+                          labels=None if labels is None else np.asarray(labels, np.int32))

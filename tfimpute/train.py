@@ -79,7 +79,7 @@ def train(model_name: str, mnist: Mnist, data: dict[str, Any], settings: dict[st
     mnist, train_mask = training_dataset(mnist, data)
     test_mask = masks.generate_masks(data["missingness"], data["missing_rate"], len(mnist.test_images),
                                      data["mask_seed"] + 1, data["num_patches"])
-    train_data = masks.make_incomplete(mnist.train_images, train_mask)
+    train_data = masks.make_incomplete(mnist.train_images, train_mask, mnist.train_labels)
     train_missing = masks.realised_missing_fraction(train_mask)
     test_missing = masks.realised_missing_fraction(test_mask)
     print(f"{data['missingness']} missingness at rate {data['missing_rate']}: realised missing "

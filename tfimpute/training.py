@@ -51,13 +51,18 @@ def write_json_atomically(path: str, payload: dict[str, Any]) -> None:
 
 def epoch_batches(data: IncompleteData, batch_size: int, seed: int, epoch: int,
                   skip_batches: int = 0) -> tf.data.Dataset:
-    """Batches (observed, mask) of one epoch; the order depends only on (seed, epoch)."""
+    """Batches (observed, mask, labels) of one epoch; the order depends only on (seed, epoch).
+
+    Labels are int32, −1 when unknown; only class-conditional models read them.
+    """
     order = np.random.default_rng([seed, epoch]).permutation(len(data))
     observed, mask = tf.constant(data.observed), tf.constant(data.mask)
+    labels = tf.constant(data.label_array())
     return (tf.data.Dataset.from_tensor_slices(order)
             .batch(batch_size)
             .skip(skip_batches)
-            .map(lambda index: (tf.gather(observed, index), tf.gather(mask, index)))
+            .map(lambda index: (tf.gather(observed, index), tf.gather(mask, index),
+                                tf.gather(labels, index)))
             .prefetch(2))
 
 
