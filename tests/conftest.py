@@ -1,4 +1,9 @@
-"""Shared fixtures: the real MNIST directory beside the repo and small helpers."""
+"""Shared fixtures: the real MNIST directory beside the repo and small helpers.
+
+The host CPU is split into two logical devices here, at import, because TensorFlow fixes
+its devices when first used and the distributed tests (test_distribute.py) mirror over
+them; every other test runs on the default strategy (the first CPU) as before.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +12,11 @@ import os
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import pytest  # noqa: E402
+
+from tfimpute import distribute  # noqa: E402
+
+CPU_REPLICAS = 2
+distribute.split_cpu(CPU_REPLICAS)
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MNIST_DIR = os.environ.get("TFIMPUTE_DATA_DIR") or os.path.join(REPO, "..", "shared", "data", "mnist")

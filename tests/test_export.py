@@ -102,7 +102,8 @@ TINY_SETTINGS = {"hidden_units": 16, "rank": "full", "impute_mode": "mean_field"
                  "learning_rate": 1e-4, "momentum": 0.0, "expected_observed_units": 300.0,
                  "latent_dim": 2, "vae_hidden_units": [8], "vae_impute_samples": 3,
                  "coupling_layers": 2, "coupling_hidden_units": 8, "coupling_hidden_layers": 1,
-                 "flow_impute_steps": 2, "latent_size": 4, "gan_width": 2, "imputer_units": 8}
+                 "flow_impute_steps": 2, "latent_size": 4, "gan_width": 2, "imputer_units": 8,
+                 "search_steps": 3, "search_restarts": 2}
 EXPECTED_SIGNATURES = {
     "lmrbm": {"serving_default", "impute_sample", "hidden"},
     "rbm": {"serving_default", "impute_sample", "hidden"},
@@ -111,6 +112,8 @@ EXPECTED_SIGNATURES = {
     "vae": {"serving_default", "impute_sample", "sample", "encode", "decode"},
     "realnvp": {"serving_default", "sample", "log_prob"},
     "misgan": {"serving_default", "impute_sample", "sample"},
+    "dcgan": {"serving_default", "impute_sample", "sample"},
+    "cgan": {"serving_default", "impute_sample", "sample", "impute_with_labels", "generate"},
 }
 
 

@@ -75,15 +75,15 @@ def test_interrupt_mid_epoch_checkpoints_and_resumes_exactly(digits, tmp_path, m
     images, mask = digits
     straight, _ = train(tmp_path / "straight", images, mask)
 
-    real_batches = training.epoch_batches
+    real_batches = training.distributed_epoch
 
-    def batches_with_ctrl_c(data, batch_size, seed, epoch, skip_batches=0):
-        for index, batch in enumerate(real_batches(data, batch_size, seed, epoch, skip_batches)):
+    def batches_with_ctrl_c(strategy, data, batch_size, seed, epoch, skip_batches=0):
+        for index, batch in enumerate(real_batches(strategy, data, batch_size, seed, epoch, skip_batches)):
             if epoch == 1 and index == 2:  # Ctrl-C after two batches of the second epoch
                 raise KeyboardInterrupt
             yield batch
 
-    monkeypatch.setattr(training, "epoch_batches", batches_with_ctrl_c)
+    monkeypatch.setattr(training, "distributed_epoch", batches_with_ctrl_c)
     with pytest.raises(KeyboardInterrupt):
         train(tmp_path / "resumed", images, mask)
     monkeypatch.undo()

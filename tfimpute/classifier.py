@@ -151,13 +151,19 @@ class FeatureFid:
                 f"{classifier_dir}: no trained MNIST classifier; train one with `python -m tfimpute.train "
                 f"--model={MODEL_NAME} --data_dir=... --workdir={classifier_dir}`")
         self.classifier_dir = classifier_dir
-        self.extractor = feature_extractor(keras.models.load_model(os.path.join(classifier_dir, CLASSIFIER_FILE)))
+        self.classifier = keras.models.load_model(os.path.join(classifier_dir, CLASSIFIER_FILE))
+        self.extractor = feature_extractor(self.classifier)
         with np.load(os.path.join(classifier_dir, REFERENCE_FILE)) as reference:
             self.reference_mean = reference["mean"]
             self.reference_covariance = reference["covariance"]
 
     def features(self, images: np.ndarray) -> np.ndarray:
         return self.extractor.predict(np.asarray(images, dtype=np.float32), batch_size=1000, verbose=0)
+
+    def classify(self, images: np.ndarray) -> np.ndarray:
+        """The classifier's most probable digit for each image, int64 [N]."""
+        probabilities = self.classifier.predict(np.asarray(images, dtype=np.float32), batch_size=1000, verbose=0)
+        return np.argmax(probabilities, axis=1)
 
     def fid(self, images: np.ndarray) -> float:
         mean, covariance = metrics.feature_statistics(self.features(images))

@@ -38,11 +38,12 @@ def define_data_flags() -> None:
     flags.DEFINE_boolean("binarize", False, "Threshold every digit's pixels at 0.5 (binarised MNIST).")
     flags.DEFINE_boolean("complete_training_data", False,
                          "Train on complete digits (nothing missing); the test digits are still masked "
-                         "by --missingness / --missing_rate for the imputation RMSE.")
+                         "by --missingness / --missing_rate for the imputation RMSE. dcgan and cgan "
+                         "default to complete digits unless --missingness is given.")
 
 
 def define_model_flags() -> None:
-    flags.DEFINE_string("model", "lmrbm", "Model name (lmrbm, rbm, misgan, vae, realnvp, mean, inpaint; "
+    flags.DEFINE_string("model", "lmrbm", "Model name (lmrbm, rbm, misgan, dcgan, cgan, vae, realnvp, mean, inpaint; "
                         "tfimpute.train also takes mnist_classifier).")
     define_hyperparameter_flags()
 
@@ -65,9 +66,11 @@ def define_hyperparameter_flags() -> None:
 
 
 def define_gan_flags() -> None:
-    """Flags of MisGAN (Li et al. 2019; defaults are its paper's footnote-1 settings)."""
-    flags.DEFINE_integer("latent_size", 128, "GAN latent vector size (MisGAN: 128).")
-    flags.DEFINE_integer("gan_width", 64, "Channels of the first critic convolution (MisGAN: 64).")
+    """Flags of the GANs (MisGAN defaults: its paper's footnote-1 settings)."""
+    flags.DEFINE_integer("latent_size", None, "GAN latent vector size; default: the model's own "
+                         "(MisGAN 128, DCGAN/CGAN 100).")
+    flags.DEFINE_integer("gan_width", None, "Channels of the first discriminator/critic convolution; "
+                         "default: the model's own (MisGAN 64, DCGAN/CGAN 32).")
     flags.DEFINE_integer("imputer_units", 784, "Units in each of MisGAN's three imputer layers.")
     flags.DEFINE_float("misgan_tau", 0.0, "MisGAN τ: value given to missing pixels seen by the critic.")
     flags.DEFINE_float("misgan_alpha", 0.1, "MisGAN α: weight of the data loss in the mask generator's.")
@@ -76,6 +79,15 @@ def define_gan_flags() -> None:
     flags.DEFINE_float("gradient_penalty", 10.0, "WGAN-GP gradient penalty weight λ.")
     flags.DEFINE_integer("critic_steps", 5, "Critic updates per generator update.")
     flags.DEFINE_float("imputer_learning_rate", 2e-4, "MisGAN imputer and imputer-critic learning rate.")
+    flags.DEFINE_integer("search_steps", 100, "DCGAN/CGAN imputation: Adam steps of the latent search (eq. 5.13).")
+    flags.DEFINE_integer("search_restarts", 16, "DCGAN/CGAN imputation: starting latents per digit; the "
+                         "restart with the lowest final loss fills the digit.")
+    flags.DEFINE_float("search_weight", 0.003, "DCGAN/CGAN imputation: λ, weight of log(1 − D(G(z))) in eq. 5.13.")
+    flags.DEFINE_float("search_learning_rate", 0.05, "DCGAN/CGAN imputation: Adam step size on z.")
+    flags.DEFINE_float("search_temperature", 0.0,
+                       "DCGAN/CGAN imputation: 0 fills a digit from its lowest-loss restart (eq. 5.13, "
+                       "sharp); T > 0 averages the restarts weighted by softmax(−loss / T) (lower RMSE, "
+                       "blurrier). The search flags may change on a trained workdir.")
 
 
 def define_likelihood_model_flags() -> None:
@@ -116,7 +128,10 @@ def model_settings() -> dict[str, Any]:
             "imputer_units": FLAGS.imputer_units, "misgan_tau": FLAGS.misgan_tau,
             "misgan_alpha": FLAGS.misgan_alpha, "misgan_beta": FLAGS.misgan_beta,
             "misgan_gamma": FLAGS.misgan_gamma, "gradient_penalty": FLAGS.gradient_penalty,
-            "critic_steps": FLAGS.critic_steps, "imputer_learning_rate": FLAGS.imputer_learning_rate}
+            "critic_steps": FLAGS.critic_steps, "imputer_learning_rate": FLAGS.imputer_learning_rate,
+            "search_steps": FLAGS.search_steps, "search_restarts": FLAGS.search_restarts,
+            "search_weight": FLAGS.search_weight, "search_learning_rate": FLAGS.search_learning_rate,
+            "search_temperature": FLAGS.search_temperature}
 
 
 def quiet_logs() -> None:

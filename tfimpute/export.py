@@ -25,7 +25,11 @@ Signatures (every input and output is named; images are float32
   - VAE: ``impute_sample``, ``encode`` (``images``, ``mask`` -> ``z_mean``,
     ``z_log_variance``), ``decode`` (``z`` -> ``images``);
   - RealNVP: ``log_prob`` (``images`` -> ``log_prob``, nats per digit);
-  - MisGAN: ``impute_sample``, ``sample`` (``seed`` -> ``images``, ``masks``).
+  - MisGAN: ``impute_sample``, ``sample`` (``seed`` -> ``images``, ``masks``);
+  - DCGAN / CGAN (latent-search imputation): ``impute_sample``, ``sample``; CGAN
+    adds ``impute_with_labels`` (``images``, ``mask``, ``labels``, ``seed`` ->
+    ``imputed``, the search conditioned on each digit's class) and ``generate``
+    (``labels``, ``seed`` -> ``images``).
 
 Randomness: a signature that draws takes ``seed``, one int32 per example, so
 it fits TF Serving's row ("instances") format where all inputs share the batch
@@ -64,6 +68,8 @@ import tensorflow as tf
 import tfimpute
 from tfimpute.errors import InvalidInputError, TfImputeError
 from tfimpute.models.base import Imputer, default_seed
+from tfimpute.models.cgan import CGAN
+from tfimpute.models.dcgan import DCGAN
 from tfimpute.models.generative import GenerativeImputer
 from tfimpute.models.misgan import MisGAN
 from tfimpute.models.rbm import RBM
@@ -94,6 +100,20 @@ def image_inputs() -> dict[str, tf.TensorSpec]:
     """The ``images`` and ``mask`` inputs every imputation signature takes."""
     return {"images": tf.TensorSpec(IMAGE_SPEC_SHAPE, tf.float32, name="images"),
             "mask": tf.TensorSpec(IMAGE_SPEC_SHAPE, tf.float32, name="mask")}
+
+
+def label_input() -> dict[str, tf.TensorSpec]:
+    """One int32 class ``labels`` (0-9) per example."""
+    return {"labels": tf.TensorSpec([None], tf.int32, name="labels")}
+
+
+def checked_labels(labels: tf.Tensor, batch_like: tf.Tensor, num_classes: int) -> tf.Tensor:
+    checks = [tf.debugging.assert_equal(tf.shape(labels)[0], tf.shape(batch_like)[0],
+                                        message="labels must hold one value per example"),
+              tf.debugging.Assert(tf.reduce_all((labels >= 0) & (labels < num_classes)),
+                                  [f"labels: values must be classes 0..{num_classes - 1}"])]
+    with tf.control_dependencies(checks):
+        return tf.identity(labels)
 
 
 def seed_input() -> dict[str, tf.TensorSpec]:
@@ -256,6 +276,58 @@ def misgan_signatures(model: MisGAN) -> dict[str, ServingSignature]:
                                        "model.sample(1, (seed, 0)) per seed: digit and mask (1 = observed)")}
 
 
+def dcgan_signatures(model: DCGAN) -> dict[str, ServingSignature]:
+    """Latent-search imputation with seed 0 or one seed per digit, and ``sample``.
+
+    Row i is searched from the stateless seed (seed[i], 0), which is what
+    ``model.impute(images[i:i+1], mask[i:i+1], seed=seed[i])`` does; the search
+    is batched (each digit's restarts depend on its own seed only).
+    """
+
+    def row_seeds(seed: tf.Tensor) -> tf.Tensor:
+        return tf.stack([seed, tf.zeros_like(seed)], axis=1)
+
+    def impute(images: tf.Tensor, mask: tf.Tensor) -> dict[str, tf.Tensor]:
+        images, mask = checked_images_and_mask(images, mask)
+        return {"imputed": model.latent_search(images * mask, mask,
+                                               row_seeds(tf.zeros(tf.shape(images)[:1], tf.int32)))}
+
+    def impute_seeded(images: tf.Tensor, mask: tf.Tensor, seed: tf.Tensor) -> dict[str, tf.Tensor]:
+        images, mask = checked_images_and_mask(images, mask)
+        return {"imputed": model.latent_search(images * mask, mask, row_seeds(checked_seed(seed, images)))}
+
+    restarts = f"{model.search_restarts} restarts x {model.search_steps} Adam steps"
+    return {DEFAULT_SIGNATURE: ServingSignature(image_inputs(), impute, f"latent search ({restarts}), seed 0"),
+            "impute_sample": ServingSignature({**image_inputs(), **seed_input()}, impute_seeded,
+                                              f"latent search ({restarts}) from each digit's seed"),
+            "sample": sample_signature(model.sample, ["images"], "model.sample(1, (seed, 0)) per seed")}
+
+
+def cgan_signatures(model: CGAN) -> dict[str, ServingSignature]:
+    """``impute_with_labels`` (search conditioned on the class) and ``generate`` (class-conditional samples)."""
+
+    def impute_with_labels(images: tf.Tensor, mask: tf.Tensor, labels: tf.Tensor,
+                           seed: tf.Tensor) -> dict[str, tf.Tensor]:
+        images, mask = checked_images_and_mask(images, mask)
+        labels = checked_labels(labels, images, model.num_classes)
+        seeds = tf.stack([checked_seed(seed, images), tf.zeros_like(seed)], axis=1)
+        return {"imputed": model.latent_search(images * mask, mask, seeds, labels)}
+
+    def generate(labels: tf.Tensor, seed: tf.Tensor) -> dict[str, tf.Tensor]:
+        labels = checked_labels(labels, seed, model.num_classes)
+        latent = tf.map_fn(lambda s: model.draw_latents(tf.constant(1), tf.stack([s, 0]))[0], seed,
+                           fn_output_signature=tf.TensorSpec([model.latent_size], tf.float32))
+        return {"images": model.generate(latent, labels)}
+
+    return {"impute_with_labels": ServingSignature({**image_inputs(), **label_input(), **seed_input()},
+                                                   impute_with_labels,
+                                                   "latent search with every restart of a digit conditioned "
+                                                   "on its class, from its seed"),
+            "generate": ServingSignature({**label_input(), **seed_input()}, generate,
+                                         "one digit of class labels[i] per row, row i = "
+                                         "model.generate_labelled(labels[i:i+1], (seed[i], 0))")}
+
+
 # The hook by which a model class declares its signatures beyond the generic
 # ``serving_default``: a function of the model returning {signature name:
 # ServingSignature}; an entry named ``serving_default`` replaces the generic one.
@@ -267,6 +339,8 @@ EXTRA_SIGNATURES: dict[type[Imputer], Callable[[Any], dict[str, ServingSignature
     VAE: vae_signatures,
     RealNVP: realnvp_signatures,
     MisGAN: misgan_signatures,
+    DCGAN: dcgan_signatures,
+    CGAN: cgan_signatures,
 }
 
 
@@ -295,6 +369,8 @@ def probe_inputs(spec: dict[str, tf.TensorSpec], batch_size: int = 3, seed: int 
         shape = [batch_size, *tensor_spec.shape[1:]]
         if name == "mask":
             arrays[name] = (rng.random(shape) < 0.5).astype(np.float32)
+        elif name == "labels":
+            arrays[name] = (np.arange(np.prod(shape)) % 10).reshape(shape).astype(np.int32)
         elif tensor_spec.dtype.is_floating:
             arrays[name] = rng.random(shape).astype(tensor_spec.dtype.as_numpy_dtype)
         else:

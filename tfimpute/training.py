@@ -6,6 +6,14 @@ image grids, ``tf.train.CheckpointManager`` checkpoints (every epoch and every
 ``checkpoint_minutes``; a run started again resumes from the last one, mid-epoch
 included), and ``metrics.json``. The model brings ``prepare`` and ``train_step``
 (see :mod:`tfimpute.models.base`).
+
+Under a ``tf.distribute`` strategy (:mod:`tfimpute.distribute`) the global batch
+(``batch_size``) is split across the replicas (:func:`distributed_epoch`) and every
+step is ``model.distributed_train_step`` inside one ``tf.function``;
+progress, checkpoints and the model's optimizers live in ``strategy.scope()``.
+With several workers (MultiWorkerMirroredStrategy) checkpoints are written at the end
+of epochs only: timed or Ctrl-C checkpoints would leave the workers at different
+steps, and their resumed runs would disagree.
 """
 
 from __future__ import annotations
@@ -16,13 +24,14 @@ import os
 import sys
 import tempfile
 import time
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 import keras
 import numpy as np
 import tensorflow as tf
 
-from tfimpute import metrics, visualize
+from tfimpute import distribute, metrics, visualize
+from tfimpute.errors import InvalidInputError
 from tfimpute.masks import IncompleteData
 from tfimpute.models.base import Imputer
 
@@ -66,6 +75,64 @@ def epoch_batches(data: IncompleteData, batch_size: int, seed: int, epoch: int,
             .prefetch(2))
 
 
+def steps_per_epoch(examples: int, batch_size: int, replicas: int = 1) -> int:
+    """Batches in an epoch: :func:`distributed_epoch` leaves out a last batch smaller than ``replicas``."""
+    steps, tail = divmod(examples, batch_size)
+    return steps + (tail >= replicas)
+
+
+def distributed_epoch(strategy: tf.distribute.Strategy, data: IncompleteData, batch_size: int, seed: int,
+                      epoch: int, skip_batches: int = 0) -> Iterable:
+    """:func:`epoch_batches` split across ``strategy``'s replicas.
+
+    Replica r of N gets the r-th of N contiguous parts of each global batch, whose sizes
+    differ by at most one (``experimental_distribute_dataset`` would give ⌈B/N⌉ rows to
+    the first replicas, leaving the last ones empty whenever N does not divide B). With
+    several replicas, a last batch smaller than N is left out of the epoch: a replica with
+    no rows breaks convolutions on CPU (oneDNN returns a wrongly shaped empty output).
+    """
+    replicas = strategy.num_replicas_in_sync
+    if replicas == 1:
+        return strategy.experimental_distribute_dataset(
+            epoch_batches(data, batch_size, seed, epoch, skip_batches))
+    if batch_size < replicas:
+        raise InvalidInputError(f"the batch size ({batch_size}) must be at least the number of replicas "
+                                f"({replicas}): it is the global batch, split across them")
+
+    def replica_parts(context: tf.distribute.InputContext) -> tf.data.Dataset:
+        per_pipeline = replicas // context.num_input_pipelines
+        first = context.input_pipeline_id * per_pipeline
+
+        def parts(*batch: tf.Tensor) -> tf.data.Dataset:
+            size = tf.shape(batch[0])[0]
+            base, extra = size // replicas, size % replicas
+
+            def part(replica: tf.Tensor) -> tuple[tf.Tensor, ...]:
+                replica = tf.cast(replica, tf.int32)
+                start = replica * base + tf.minimum(replica, extra)
+                end = start + base + tf.cast(replica < extra, tf.int32)
+                return tuple(x[start:end] for x in batch)
+
+            return tf.data.Dataset.range(first, first + per_pipeline).map(part)
+
+        return (epoch_batches(data, batch_size, seed, epoch, skip_batches)
+                .filter(lambda *batch: tf.shape(batch[0])[0] >= replicas)
+                .flat_map(parts)
+                .prefetch(2 * per_pipeline))
+
+    return strategy.distribute_datasets_from_function(replica_parts)
+
+
+def check_created_in_scope(model: Imputer, strategy: tf.distribute.Strategy) -> None:
+    """Refuses a model whose variables (or optimizer) were not created in ``strategy.scope()``."""
+    variables = list(model.variables)
+    if getattr(model, "optimizer", None) is not None:
+        variables += model.optimizer.variables
+    if not all(strategy.extended.variable_created_in_scope(getattr(v, "value", v)) for v in variables):
+        raise InvalidInputError("the model and its optimizer must be created in strategy.scope() "
+                                "of the strategy it trains under")
+
+
 def imputation_grid(model: Imputer, images: np.ndarray, mask: np.ndarray) -> np.ndarray:
     """Rows: observed (missing in blue), imputed, true."""
     imputed = model.impute(images * mask, mask)
@@ -73,7 +140,10 @@ def imputation_grid(model: Imputer, images: np.ndarray, mask: np.ndarray) -> np.
 
 
 class _Progress(tf.Module):
-    """Where training stands, checkpointed with the model."""
+    """Where training stands, checkpointed with the model.
+
+    Read with ``.numpy()``: ``int()`` does not accept the MirroredVariables of a distributed run.
+    """
 
     def __init__(self):
         super().__init__()
@@ -84,19 +154,27 @@ class _Progress(tf.Module):
 
 def run_training(model: Imputer, train_data: IncompleteData, test_images: np.ndarray,
                  test_mask: np.ndarray, workdir: str, options: TrainingOptions,
-                 run_info: dict[str, Any], log: Callable[[str], None] = print) -> dict[str, Any]:
-    """Trains (or resumes) ``model`` in ``workdir``; writes and returns ``metrics.json``'s content."""
+                 run_info: dict[str, Any], log: Callable[[str], None] = print,
+                 strategy: tf.distribute.Strategy | None = None) -> dict[str, Any]:
+    """Trains (or resumes) ``model`` in ``workdir``; writes and returns ``metrics.json``'s content.
+
+    ``strategy`` (default: the current one) must be the strategy whose scope the model and
+    its optimizer were created in.
+    """
+    strategy = strategy or tf.distribute.get_strategy()
+    check_created_in_scope(model, strategy)
     os.makedirs(workdir, exist_ok=True)
-    progress = _Progress()
-    model.build_optimizers()
-    # Models owning several optimizers (GANs) hold them as attributes: checkpointed via `model`.
-    optimizer = {} if model.owns_optimizers else {"optimizer": model.optimizer}
-    checkpoint = tf.train.Checkpoint(model=model, progress=progress, **optimizer)
+    with strategy.scope():
+        progress = _Progress()
+        model.build_optimizers()
+        # Models owning several optimizers (GANs) hold them as attributes: checkpointed via `model`.
+        optimizer = {} if model.owns_optimizers else {"optimizer": model.optimizer}
+        checkpoint = tf.train.Checkpoint(model=model, progress=progress, **optimizer)
     manager = tf.train.CheckpointManager(checkpoint, os.path.join(workdir, "checkpoints"), max_to_keep=3)
     if manager.latest_checkpoint:
         checkpoint.restore(manager.latest_checkpoint).assert_existing_objects_matched()
-        log(f"Resuming from {manager.latest_checkpoint}: epoch {int(progress.epoch) + 1}, "
-            f"step {int(progress.step_in_epoch)}")
+        log(f"Resuming from {manager.latest_checkpoint}: epoch {int(progress.epoch.numpy()) + 1}, "
+            f"step {int(progress.step_in_epoch.numpy())}")
     else:
         model.prepare(train_data)
         if not model.trainable_imputer:  # nothing to train: what `prepare` computed is the model
@@ -104,18 +182,20 @@ def run_training(model: Imputer, train_data: IncompleteData, test_images: np.nda
 
     train_writer = tf.summary.create_file_writer(os.path.join(workdir, "tensorboard", "train"))
     test_writer = tf.summary.create_file_writer(os.path.join(workdir, "tensorboard", "test"))
-    eval_images, eval_mask = test_images[:options.eval_size], test_mask[:options.eval_size]
+    eval_size = min(options.eval_size, model.epoch_eval_limit or options.eval_size)
+    eval_images, eval_mask = test_images[:eval_size], test_mask[:eval_size]
     grid_images, grid_mask = test_images[:options.grid_size], test_mask[:options.grid_size]
 
     def step_and_count(batch):
         # Counting inside the same graph call as the update: a Ctrl-C cannot fall between them.
-        logs = model.train_step(batch)
+        logs = model.distributed_train_step(strategy, batch)
         progress.step_in_epoch.assign_add(1)
         return logs
 
     train_step = tf.function(step_and_count, reduce_retracing=True)
-    steps_per_epoch = -(-len(train_data) // options.batch_size)
+    epoch_steps = steps_per_epoch(len(train_data), options.batch_size, strategy.num_replicas_in_sync)
     last_save = time.monotonic()
+    save_anytime = not distribute.is_multi_worker(strategy)  # see the module docstring
 
     def save(reason: str) -> None:
         nonlocal last_save
@@ -124,33 +204,34 @@ def run_training(model: Imputer, train_data: IncompleteData, test_images: np.nda
         log(f"Checkpoint ({reason}): {path}")
 
     try:
-        while model.trainable_imputer and int(progress.epoch) < options.epochs:
-            epoch = int(progress.epoch)
-            skip = int(progress.step_in_epoch)
+        while model.trainable_imputer and int(progress.epoch.numpy()) < options.epochs:
+            epoch = int(progress.epoch.numpy())
+            skip = int(progress.step_in_epoch.numpy())
             print(f"Epoch {epoch + 1}/{options.epochs}")
-            progbar = keras.utils.Progbar(steps_per_epoch, unit_name="batch",
+            progbar = keras.utils.Progbar(epoch_steps, unit_name="batch",
                                           verbose=1 if sys.stdout.isatty() else 2)
             progbar.update(skip)
             epoch_logs: dict[str, list[float]] = {}
             tick = time.perf_counter()
-            for batch in epoch_batches(train_data, options.batch_size, options.seed, epoch, skip):
+            batches = distributed_epoch(strategy, train_data, options.batch_size, options.seed, epoch, skip)
+            for batch in batches:
                 logs = {k: float(v) for k, v in train_step(batch).items()}
                 now = time.perf_counter()
                 progress.train_seconds.assign_add(now - tick)  # data + step, not evaluation
                 tick = now
-                step = int(model.training_step_counter)
+                step = int(model.training_step_counter.numpy())
                 for key, value in logs.items():
                     epoch_logs.setdefault(key, []).append(value)
                 if step % options.summary_every_steps == 0:
                     with train_writer.as_default(step=step):
                         for key, value in logs.items():
                             tf.summary.scalar(key, value)
-                progbar.update(int(progress.step_in_epoch), values=list(logs.items()))
-                if time.monotonic() - last_save > 60 * options.checkpoint_minutes:
+                progbar.update(int(progress.step_in_epoch.numpy()), values=list(logs.items()))
+                if save_anytime and time.monotonic() - last_save > 60 * options.checkpoint_minutes:
                     save("timed")
             eval_rmse = metrics.missing_rmse(
                 eval_images, model.impute(eval_images * eval_mask, eval_mask), eval_mask)
-            step = int(model.training_step_counter)
+            step = int(model.training_step_counter.numpy())
             with train_writer.as_default(step=step):
                 for key, values in epoch_logs.items():
                     tf.summary.scalar(f"epoch_{key}", float(np.mean(values)))
@@ -168,7 +249,8 @@ def run_training(model: Imputer, train_data: IncompleteData, test_images: np.nda
             progress.step_in_epoch.assign(0)
             save(f"end of epoch {epoch + 1}")
     except KeyboardInterrupt:
-        save("interrupted")
+        if save_anytime:
+            save("interrupted")
         raise
 
     imputed = model.impute(test_images * test_mask, test_mask)
@@ -177,8 +259,8 @@ def run_training(model: Imputer, train_data: IncompleteData, test_images: np.nda
     result = dict(run_info)
     result.update({
         "test_rmse": metrics.missing_rmse(test_images, imputed, test_mask),
-        "epochs": int(progress.epoch) if model.trainable_imputer else 0,
-        "train_seconds": round(float(progress.train_seconds), 2),
+        "epochs": int(progress.epoch.numpy()) if model.trainable_imputer else 0,
+        "train_seconds": round(float(progress.train_seconds.numpy()), 2),
         "test_size": int(len(test_images)),
     })
     write_json_atomically(os.path.join(workdir, "metrics.json"), result)

@@ -32,18 +32,28 @@ def _differences(old: Any, new: Any, prefix: str = "") -> list[str]:
     return [] if old == new else [f"{prefix.rstrip('.')}: {old!r} in the workdir, {new!r} now"]
 
 
-def claim(workdir: str, config: dict[str, Any]) -> None:
-    """Writes ``config`` to a new workdir, or checks that an existing run matches it."""
+def claim(workdir: str, config: dict[str, Any], adjustable: tuple[str, ...] = ()) -> list[str]:
+    """Writes ``config`` to a new workdir, or checks that an existing run matches it.
+
+    ``adjustable`` names ``model_config`` keys that only affect inference (e.g. the
+    latent search of DCGAN): when those are all that differ, ``config.json`` takes the
+    new values and the run continues. Returns the descriptions of such changes.
+    """
     existing = read_config(workdir)
     if existing is None:
         os.makedirs(workdir, exist_ok=True)
         write_json_atomically(os.path.join(workdir, CONFIG_FILE), config)
-        return
+        return []
+    adjustable_prefixes = tuple(f"model_config.{key}:" for key in adjustable)
     differences = _differences(existing, config)
-    if differences:
+    fixed = [difference for difference in differences if not difference.startswith(adjustable_prefixes)]
+    if fixed:
         raise WorkdirError(
-            f"{workdir} holds a different run ({'; '.join(differences)}); "
+            f"{workdir} holds a different run ({'; '.join(fixed)}); "
             "use a new --workdir or the original settings")
+    if differences:
+        write_json_atomically(os.path.join(workdir, CONFIG_FILE), config)
+    return differences
 
 
 def load_trained(workdir: str):

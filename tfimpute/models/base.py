@@ -9,8 +9,15 @@ An imputer is a Keras model with
   take it as an input). Deterministic imputers ignore it.
 * ``prepare(train_data)``: one-off set-up from the incomplete training data
   before the first epoch (statistics such as the observation probabilities).
-* ``train_step(batch)``: one update from a batch ``(observed, mask)``; returns a
-  dict of scalar logs. Untrained imputers set ``trainable_imputer = False``.
+* ``train_step(batch)``: one update from a batch ``(observed, mask, labels)``;
+  returns a dict of scalar logs. Under ``tf.distribute`` it runs on every replica
+  with that replica's slice of the global batch (see :mod:`tfimpute.models.replicas`),
+  and each log is the replica's SHARE: summed over replicas it is the log of the
+  global batch (e.g. a batch mean via ``replica_mean``). Untrained imputers set
+  ``trainable_imputer = False``.
+* ``distributed_train_step(strategy, batch)``: one step in cross-replica context
+  (the training loop calls it inside a ``tf.function``); by default ``train_step``
+  on every replica, logs summed.
 
 ``impute(images, mask)`` is the public NumPy entry point: it validates input,
 batches it and returns a NumPy array.
@@ -31,6 +38,12 @@ def keep_observed(images: tf.Tensor, mask: tf.Tensor, filled: tf.Tensor) -> tf.T
     return tf.where(mask > 0.5, images, filled)
 
 
+def sum_over_replicas(strategy: tf.distribute.Strategy, logs: dict) -> dict[str, tf.Tensor]:
+    """Per-replica log shares summed into the global-batch logs (cross-replica context)."""
+    return {name: strategy.reduce(tf.distribute.ReduceOp.SUM, value, axis=None)
+            for name, value in logs.items()}
+
+
 def default_seed(seed: int = 0) -> tf.Tensor:
     return tf.constant([seed, 0], dtype=tf.int32)
 
@@ -40,6 +53,11 @@ class Imputer(keras.Model):
 
     trainable_imputer = True
     owns_optimizers = False  # True for models that create their own optimizers (GANs)
+    # get_config() keys that only affect imputation: a trained workdir may change them (workdir.claim).
+    inference_settings: tuple[str, ...] = ()
+    # At most this many test digits in the training loop's per-epoch RMSE check (None: no limit),
+    # for imputers whose imputation is an expensive search.
+    epoch_eval_limit: int | None = None
 
     def build_optimizers(self) -> None:
         """Creates optimizer slots before a checkpoint is restored or a step is traced."""
@@ -53,6 +71,14 @@ class Imputer(keras.Model):
 
     def prepare(self, train_data: IncompleteData) -> None:
         """Default: nothing to prepare."""
+
+    def distributed_train_step(self, strategy: tf.distribute.Strategy, batch) -> dict[str, tf.Tensor]:
+        """``train_step`` on every replica's slice of ``batch``; logs summed over replicas.
+
+        Models override it to put control flow around synchronisation points (MisGAN),
+        which ``tf.distribute`` allows in cross-replica context only.
+        """
+        return sum_over_replicas(strategy, strategy.run(self.train_step, args=(batch,)))
 
     def end_of_epoch(self, epoch: int, epochs: int, train_logs: dict[str, float],
                      images: np.ndarray, mask: np.ndarray, workdir: str) -> None:

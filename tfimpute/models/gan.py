@@ -1,8 +1,9 @@
 """Machinery shared by the GANs of the zoo: Wasserstein losses, gradient penalty, networks.
 
 Losses are written for ``tf.distribute``: a per-example quantity is summed and
-divided by the GLOBAL batch size (``replica_mean``), so that gradients summed
-across replicas equal the single-device gradient of the batch mean.
+divided by the GLOBAL batch size (``replica_mean``, from :mod:`tfimpute.models.replicas`,
+exact for uneven splits), so that gradients summed across replicas equal the
+single-device gradient of the batch mean; the gradient penalty is per example.
 
 The convolutional generator and critic are the MNIST networks of WGAN-GP that
 MisGAN uses (Li et al. 2019; Gulrajani et al. 2017): the generator maps a
@@ -16,12 +17,7 @@ import keras
 import tensorflow as tf
 from keras import layers
 
-
-def replica_mean(values: tf.Tensor) -> tf.Tensor:
-    """Mean over the global batch: sum over this replica's examples / (local batch x replicas)."""
-    replicas = tf.distribute.get_strategy().num_replicas_in_sync
-    count = tf.cast(tf.shape(values)[0] * replicas, values.dtype)
-    return tf.reduce_sum(values) / count
+from tfimpute.models.replicas import replica_mean
 
 
 def critic_scores(critic: keras.Model, images: tf.Tensor) -> tf.Tensor:
@@ -92,4 +88,57 @@ def conv_critic(width: int, name: str, seed: int) -> keras.Sequential:
                       kernel_initializer=seeded(seed, 2)),
         layers.Flatten(),
         layers.Dense(1, kernel_initializer=seeded(seed, 3)),
+    ], name=name)
+
+
+# -- DCGAN family (seed 001: Radford et al.; seed 002 §2; seed 004 §5.1) ---------------------------
+
+def discriminator_cross_entropy(real_logits: tf.Tensor, fake_logits: tf.Tensor) -> tf.Tensor:
+    """−E[log D(x)] − E[log(1 − D(G(z)))] on logits (softplus form, stable for large |logit|)."""
+    return replica_mean(tf.nn.softplus(-real_logits) + tf.nn.softplus(fake_logits))
+
+
+def non_saturating_generator_loss(fake_logits: tf.Tensor) -> tf.Tensor:
+    """−E[log D(G(z))]: the generator loss of seed 002 §2 (strong gradients early in training)."""
+    return replica_mean(tf.nn.softplus(-fake_logits))
+
+
+def _dcgan_init(seed: int, index: int) -> keras.initializers.Initializer:
+    """N(0, 0.02) weights, as in DCGAN (seed 001 §4), seeded per layer."""
+    return keras.initializers.RandomNormal(stddev=0.02, seed=seed * 1000 + index)
+
+
+def _batch_norm() -> layers.BatchNormalization:
+    # Synchronized: under tf.distribute the statistics are those of the global batch.
+    return layers.BatchNormalization(synchronized=True)
+
+
+def dcgan_generator(input_size: int, width: int, name: str, seed: int) -> keras.Sequential:
+    """[B, input_size] → logits [B, 28, 28, 1]: a projection to 7x7x4w, then two fractionally
+    strided 5x5 convolutions (7 → 14 → 28) with batch norm and ReLU, no pooling or hidden
+    fully connected layers (DCGAN's guidelines, seed 001 §3, sized for 28x28 MNIST)."""
+    return keras.Sequential([
+        keras.Input((input_size,)),
+        layers.Dense(7 * 7 * 4 * width, use_bias=False, kernel_initializer=_dcgan_init(seed, 0)),
+        _batch_norm(), layers.ReLU(),
+        layers.Reshape((7, 7, 4 * width)),
+        layers.Conv2DTranspose(2 * width, 5, strides=2, padding="same", use_bias=False,
+                               kernel_initializer=_dcgan_init(seed, 1)),
+        _batch_norm(), layers.ReLU(),
+        layers.Conv2DTranspose(1, 5, strides=2, padding="same", kernel_initializer=_dcgan_init(seed, 2)),
+    ], name=name)
+
+
+def dcgan_discriminator(channels: int, width: int, name: str, seed: int) -> keras.Sequential:
+    """[B, 28, 28, channels] → logit [B, 1]: strided 5x5 convolutions with LeakyReLU(0.2), batch
+    norm on all but the input layer (seed 001 §3)."""
+    return keras.Sequential([
+        keras.Input((28, 28, channels)),
+        layers.Conv2D(width, 5, strides=2, padding="same", kernel_initializer=_dcgan_init(seed, 0)),
+        layers.LeakyReLU(0.2),
+        layers.Conv2D(2 * width, 5, strides=2, padding="same", use_bias=False,
+                      kernel_initializer=_dcgan_init(seed, 1)),
+        _batch_norm(), layers.LeakyReLU(0.2),
+        layers.Flatten(),
+        layers.Dense(1, kernel_initializer=_dcgan_init(seed, 2)),
     ], name=name)

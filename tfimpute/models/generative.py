@@ -1,9 +1,5 @@
 """Pieces shared by the likelihood-based imputers (VAE and RealNVP, seed ``002_*.txt`` §1 and §3).
 
-* :func:`step_seed`: the stateless seed of one training step, keyed by the
-  model's seed, the optimizer's step and the replica, so that training draws
-  depend on no Python-side state (resuming draws what an uninterrupted run would,
-  and every replica of a ``tf.distribute`` strategy gets its own noise).
 * :class:`GenerativeImputer`: implements the training loop's per-epoch hook for
   a model with a validation loss and a ``sample`` method: TensorBoard scalars and
   sample grids, ``curves.json`` and ``curves.png`` (training and validation loss
@@ -26,14 +22,6 @@ from tfimpute.models.base import Imputer
 from tfimpute.training import write_json_atomically
 
 CURVES_FILE = "curves.json"
-
-
-def step_seed(seed: int, step: tf.Tensor) -> tf.Tensor:
-    """int32 [2] seed of one training step: (seed, step), folded with the replica id."""
-    base = tf.stack([tf.constant(seed, tf.int64), tf.cast(step, tf.int64)])
-    replica = tf.distribute.get_replica_context()
-    replica_id = 0 if replica is None else replica.replica_id_in_sync_group
-    return tf.random.experimental.stateless_fold_in(base, replica_id)
 
 
 def _write_curves(workdir: str, epoch: int, values: dict[str, float], title: str) -> dict:

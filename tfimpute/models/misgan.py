@@ -19,6 +19,12 @@ and L_i + γ·(observed-pixel reconstruction) (imputer). Paper settings (its
 footnote 1): τ = 0, α = 0.1, β = 0.1, γ = 0, λ_GP = 10, 5 critic steps,
 latent size 128, batch 64, Adam(1e-4, β=(0.5, 0.9)) and 2e-4 for the imputer
 and its critic, "fusion" mask output, imputer with three 784-unit layers.
+
+Under ``tf.distribute`` the schedule lives in :meth:`MisGAN.distributed_train_step`:
+the critic updates run on every replica, then a ``tf.cond`` in cross-replica context
+decides whether the generator updates run. (A ``tf.cond`` around ``apply_gradients``
+inside a replica function fails under MirroredStrategy: the gradient all-reduce is a
+``merge_call``, which cannot sit in a control-flow branch.)
 """
 
 from __future__ import annotations
@@ -32,7 +38,8 @@ from keras import layers
 
 from tfimpute import visualize
 from tfimpute.models import gan
-from tfimpute.models.base import Imputer, keep_observed
+from tfimpute.models.base import Imputer, keep_observed, sum_over_replicas
+from tfimpute.models.replicas import StepDraws
 
 
 class MisGAN(Imputer):
@@ -132,19 +139,15 @@ class MisGAN(Imputer):
     # -- training -------------------------------------------------------------------------------
 
     def _draws(self, batch_size: tf.Tensor, step: tf.Tensor, stream: int) -> tuple[tf.Tensor, ...]:
-        """Latents, imputer noise and GP interpolation weights, stateless in (seed, step, stream)."""
-        seeds = tf.random.experimental.stateless_split(
-            tf.stack([tf.constant(self.seed, tf.int64), tf.cast(step, tf.int64) * 2 + stream]), num=6)
-        latent = [self.latent_size]
-        return (tf.random.stateless_normal(tf.concat([[batch_size], latent], 0), seeds[0]),
-                tf.random.stateless_normal(tf.concat([[batch_size], latent], 0), seeds[1]),
-                tf.random.stateless_uniform(tf.stack([batch_size, 28, 28, 1]), seeds[2]),
-                tf.random.stateless_uniform(tf.stack([batch_size, 1, 1, 1]), seeds[3]),
-                tf.random.stateless_uniform(tf.stack([batch_size, 1, 1, 1]), seeds[4]),
-                tf.random.stateless_uniform(tf.stack([batch_size, 1, 1, 1]), seeds[5]))
+        """Latents, imputer noise and GP interpolation weights of (step, stream): the global
+        batch's draws, this replica's rows."""
+        draws = StepDraws(self.seed, step, batch_size, stream)
+        return (draws.normal([self.latent_size]), draws.normal([self.latent_size]),
+                draws.uniform([28, 28, 1]), draws.uniform([1, 1, 1]), draws.uniform([1, 1, 1]),
+                draws.uniform([1, 1, 1]))
 
     def critic_updates(self, observed: tf.Tensor, mask: tf.Tensor, step: tf.Tensor) -> dict[str, tf.Tensor]:
-        """One gradient-penalty step for each of the three critics."""
+        """One gradient-penalty step for each of the three critics (replica context)."""
         batch_size = tf.shape(observed)[0]
         data_latent, mask_latent, noise, eps_data, eps_mask, eps_imputer = self._draws(batch_size, step, 0)
         fake_data = self.generate_data(data_latent)
@@ -162,9 +165,8 @@ class MisGAN(Imputer):
                 self.penalty_weight),
         }
 
-    def generator_updates(self, observed: tf.Tensor, mask: tf.Tensor, step: tf.Tensor) -> tf.Tensor:
-        """Updates G_m, G_x and the imputer against the current critics; returns the imputer loss
-        (``tf.cond`` needs an output; the loss is not logged because most steps have none)."""
+    def generator_updates(self, observed: tf.Tensor, mask: tf.Tensor, step: tf.Tensor) -> None:
+        """Updates G_m, G_x and the imputer against the current critics (replica context)."""
         batch_size = tf.shape(observed)[0]
         data_latent, mask_latent, noise, *_ = self._draws(batch_size, step, 1)
         data_variables = self.data_generator.trainable_variables
@@ -192,17 +194,21 @@ class MisGAN(Imputer):
                 (imputer_loss, imputer_variables, self.imputer_optimizer)):
             optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
         del tape
-        return imputer_loss
+
+    def distributed_train_step(self, strategy: tf.distribute.Strategy, batch) -> dict[str, tf.Tensor]:
+        """Critics on every batch; generators and imputer on every ``critic_steps``-th (MisGAN's
+        schedule), decided here in cross-replica context (see the module docstring)."""
+        observed, mask = batch[0], batch[1]
+        step = tf.identity(self.training_step_counter)
+        logs = strategy.run(self.critic_updates, args=(observed, mask, step))
+        tf.cond((step + 1) % self.critic_steps == 0,
+                lambda: strategy.run(self.generator_updates, args=(observed, mask, step)),
+                lambda: None)
+        return sum_over_replicas(strategy, logs)
 
     def train_step(self, data):
-        observed, mask = data[0], data[1]
-        step = tf.identity(self.training_step_counter)
-        logs = self.critic_updates(observed, mask, step)
-        # Generators and imputer move on every `critic_steps`-th batch (MisGAN's schedule).
-        tf.cond((step + 1) % self.critic_steps == 0,
-                lambda: self.generator_updates(observed, mask, step),
-                lambda: tf.constant(0.0))
-        return logs
+        """One step on the current strategy (the default one: a single device)."""
+        return self.distributed_train_step(tf.distribute.get_strategy(), data)
 
     def end_of_epoch(self, epoch: int, epochs: int, train_logs: dict[str, float],
                      images: np.ndarray, mask: np.ndarray, workdir: str) -> None:

@@ -25,6 +25,12 @@ SGD optimizer (gradient = -ΔW), so momentum or another optimizer stays a flag
 away. Optional low-rank W = AB ([5], eq. 14): A and B move along ΔW Bᵀ and
 Aᵀ ΔW (the chain rule through W = AB). The paper's rule of thumb sets the rank
 to the expected number of observed visible units in the training data.
+
+Under ``tf.distribute`` each replica computes the summed updates of its own rows,
+and the Keras optimizer (TensorFlow backend) SUM-all-reduces what
+``apply_gradients`` receives in replica context before applying it once on every
+copy, so N replicas sharing a global batch B make one device's update for batch B.
+The CD-1 draws are those of the global batch (:class:`tfimpute.models.replicas.StepDraws`).
 """
 
 from __future__ import annotations
@@ -35,6 +41,7 @@ import tensorflow as tf
 
 from tfimpute.masks import IncompleteData
 from tfimpute.models.base import Imputer, keep_observed
+from tfimpute.models.replicas import StepDraws, global_sum
 
 IMPUTE_MODES = ("mean_field", "sample")
 
@@ -168,14 +175,12 @@ class RBM(Imputer):
         return {"visible_bias": delta_b, "hidden_bias": delta_c, "weight": delta_w,
                 "squared_error": squared_error, "observed_count": tf.reduce_sum(observed_mask)}
 
-    def cd1_uniforms(self, batch_size: tf.Tensor | int, step: tf.Tensor) -> tuple[tf.Tensor, ...]:
-        """The U(0, 1) draws of one CD-1 step: stateless, keyed by (seed, step)."""
-        base = tf.stack([tf.constant(self.seed, tf.int64), tf.cast(step, tf.int64)])
-        seeds = tf.random.experimental.stateless_split(base, num=3)
-        m, n = self.hidden_units, self.visible_units
-        return (tf.random.stateless_uniform([batch_size, m], seeds[0]),
-                tf.random.stateless_uniform([batch_size, n], seeds[1]),
-                tf.random.stateless_uniform([batch_size, m], seeds[2]))
+    def cd1_uniforms(self, batch_size: tf.Tensor | int, step: tf.Tensor | int) -> tuple[tf.Tensor, ...]:
+        """The U(0, 1) draws of one CD-1 step, keyed by (seed, step), for this replica's ``batch_size``
+        rows of the global batch."""
+        draws = StepDraws(self.seed, step, batch_size)
+        return (draws.uniform([self.hidden_units]), draws.uniform([self.visible_units]),
+                draws.uniform([self.hidden_units]))
 
     def _variables_and_gradients(self, updates: dict[str, tf.Tensor]) -> list[tuple[tf.Tensor, tf.Variable]]:
         """Pairs (-Δ, variable) so that an SGD step gives θ += η Δ as in Alg. 1, line 11."""
@@ -187,15 +192,20 @@ class RBM(Imputer):
         else:
             pairs.append((-tf.matmul(delta_w, self.factor_b, transpose_b=True), self.factor_a))
             pairs.append((-tf.matmul(self.factor_a, delta_w, transpose_a=True), self.factor_b))
-        return pairs
+        # Every update waits for every Δ: in a tf.function (TF 2.21, Grappler's dependency
+        # optimizer on) A was otherwise at times updated before A^T ΔW had read it, which made
+        # low-rank training nondeterministic (eager execution was not affected).
+        with tf.control_dependencies([gradient for gradient, _ in pairs]):
+            return [(tf.identity(gradient), variable) for gradient, variable in pairs]
 
     def train_step(self, data):
         observed, mask = data[0], data[1]
         visible, observed_mask = self._flatten(observed), self._flatten(mask)
         uniforms = self.cd1_uniforms(tf.shape(visible)[0], self.optimizer.iterations)
         updates = self.cd1_updates(visible, observed_mask, uniforms)
-        self.optimizer.apply_gradients(self._variables_and_gradients(updates))
-        return {"recon_mse": updates["squared_error"] / tf.maximum(updates["observed_count"], 1.0)}
+        self.optimizer.apply_gradients(self._variables_and_gradients(updates))  # summed over replicas
+        observed_count = global_sum(updates["observed_count"])
+        return {"recon_mse": updates["squared_error"] / tf.maximum(observed_count, 1.0)}
 
     def hidden(self, images: tf.Tensor, mask: tf.Tensor) -> tf.Tensor:
         """Hidden activations p(h | v_o), the features of the paper's "RBM †" classifier."""

@@ -56,7 +56,8 @@ import tensorflow_probability as tfp
 from tensorflow_probability.python.internal import cache_util
 
 from tfimpute.models.base import keep_observed
-from tfimpute.models.generative import GenerativeImputer, step_seed
+from tfimpute.models.generative import GenerativeImputer
+from tfimpute.models.replicas import StepDraws, replica_mean
 
 tfb, tfd = tfp.bijectors, tfp.distributions
 
@@ -249,14 +250,19 @@ class RealNVP(GenerativeImputer):
         samples = self.distribution().sample(num, seed=seed)
         return tf.reshape(tf.clip_by_value(samples, 0.0, 1.0), [-1, 28, 28, 1])
 
-    def dequantize(self, images: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
-        """(k + u) / 256 with k = round(255 x) the 8-bit level and u ~ U(0, 1) (seed Q3.4)."""
+    def dequantize(self, images: tf.Tensor, noise: tf.Tensor) -> tf.Tensor:
+        """(k + u) / 256 with k = round(255 x) the 8-bit level and u = ``noise`` ~ U(0, 1) (seed Q3.4)."""
         levels = tf.round(images * (LEVELS - 1))
-        return (levels + tf.random.stateless_uniform(tf.shape(images), seed)) / LEVELS
+        return (levels + noise) / LEVELS
 
     def bits_per_dim_batch(self, images: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
-        """Per-digit negative log-likelihood in bits/dim of 8-bit digits (one dequantisation draw)."""
-        log_prob = self.log_prob(self.dequantize(images, seed))
+        """Per-digit negative log-likelihood in bits/dim of 8-bit digits (one dequantisation draw
+        from ``seed``)."""
+        return self.bits_per_dim_given_noise(images, tf.random.stateless_uniform(tf.shape(images), seed))
+
+    def bits_per_dim_given_noise(self, images: tf.Tensor, noise: tf.Tensor) -> tf.Tensor:
+        """:meth:`bits_per_dim_batch` with the dequantisation noise (shaped like ``images``) given."""
+        log_prob = self.log_prob(self.dequantize(images, noise))
         return -log_prob / (PIXELS * math.log(2.0)) + math.log2(LEVELS)
 
     # Imputation.
@@ -298,16 +304,18 @@ class RealNVP(GenerativeImputer):
 
     def train_step(self, data):
         observed, mask = data[0], data[1]
-        seed = step_seed(self.seed, self.optimizer.iterations)
+        noise = StepDraws(self.seed, self.optimizer.iterations, tf.shape(observed)[0]).uniform([28, 28, 1])
+        # Per replica: the fill is per digit (and exact on complete digits), so skipping it for a
+        # complete slice changes nothing, and no synchronisation happens inside the branch.
         complete = tf.reduce_all(mask > 0.5)
         images = tf.cond(complete, lambda: observed,
                          lambda: tf.stop_gradient(self.map_impute(observed, mask, self.train_fill_steps)))
         with tf.GradientTape() as tape:
-            bits_per_dim = self.bits_per_dim_batch(images, seed)
-            loss = tf.nn.compute_average_loss(bits_per_dim)  # / global batch size
+            bits_per_dim = self.bits_per_dim_given_noise(images, noise)
+            loss = replica_mean(bits_per_dim)  # gradients summed over replicas: the batch mean's
         gradients = tape.gradient(loss, self.trainable_variables)
         self.optimizer.apply_gradients(zip(gradients, self.trainable_variables))
-        return {"bits_per_dim": tf.reduce_mean(bits_per_dim)}
+        return {"bits_per_dim": replica_mean(bits_per_dim)}
 
     # Evaluation (NumPy in, NumPy out).
 

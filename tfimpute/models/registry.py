@@ -9,6 +9,8 @@ import keras
 from tfimpute.errors import InvalidInputError
 from tfimpute.models.base import Imputer
 from tfimpute.models.baselines import PAPER_INPAINTING_ITERATIONS, DiffusionInpainter, MeanImputer
+from tfimpute.models.cgan import CGAN
+from tfimpute.models.dcgan import DCGAN
 from tfimpute.models.misgan import MisGAN
 from tfimpute.models.rbm import RBM
 from tfimpute.models.realnvp import RealNVP
@@ -42,10 +44,11 @@ def _build_rbm(linearized: bool) -> Callable[[dict[str, Any]], Imputer]:
 
 def _build_from_settings(cls: type[Imputer], arguments: dict[str, str],
                          name: str) -> Callable[[dict[str, Any]], Imputer]:
-    """Builder passing ``settings[key]`` as argument ``arguments[key]`` (absent keys: the default)."""
+    """Builder passing ``settings[key]`` as argument ``arguments[key]`` (absent or None: the default)."""
     def build(settings: dict[str, Any]) -> Imputer:
         try:
-            return cls(name=name, **{arg: settings[key] for key, arg in arguments.items() if key in settings})
+            return cls(name=name, **{arg: settings[key] for key, arg in arguments.items()
+                                     if settings.get(key) is not None})
         except ValueError as exc:
             raise InvalidInputError(str(exc)) from None
     return build
@@ -63,6 +66,10 @@ MISGAN_ARGUMENTS = {"latent_size": "latent_size", "gan_width": "width", "imputer
                     "misgan_gamma": "gamma", "gradient_penalty": "penalty_weight",
                     "critic_steps": "critic_steps", "learning_rate": "learning_rate",
                     "imputer_learning_rate": "imputer_learning_rate", "seed": "seed"}
+DCGAN_ARGUMENTS = {"latent_size": "latent_size", "gan_width": "width", "learning_rate": "learning_rate",
+                   "search_steps": "search_steps", "search_restarts": "search_restarts",
+                   "search_weight": "search_weight", "search_learning_rate": "search_learning_rate",
+                   "search_temperature": "search_temperature", "seed": "seed"}
 
 BUILDERS: dict[str, Callable[[dict[str, Any]], Imputer]] = {
     "lmrbm": _build_rbm(linearized=True),
@@ -72,12 +79,16 @@ BUILDERS: dict[str, Callable[[dict[str, Any]], Imputer]] = {
     "vae": _build_from_settings(VAE, VAE_ARGUMENTS, "vae"),
     "realnvp": _build_from_settings(RealNVP, REALNVP_ARGUMENTS, "realnvp"),
     "misgan": _build_from_settings(MisGAN, MISGAN_ARGUMENTS, "misgan"),
+    "dcgan": _build_from_settings(DCGAN, DCGAN_ARGUMENTS, "dcgan"),
+    "cgan": _build_from_settings(CGAN, DCGAN_ARGUMENTS, "cgan"),
 }
 CLASSES: dict[str, type[Imputer]] = {"lmrbm": RBM, "rbm": RBM, "mean": MeanImputer,
                                      "inpaint": DiffusionInpainter, "vae": VAE,
-                                     "realnvp": RealNVP, "misgan": MisGAN}
+                                     "realnvp": RealNVP, "misgan": MisGAN, "dcgan": DCGAN, "cgan": CGAN}
+# Models that train on complete digits unless --missingness is given (then: AmbientGAN training).
+COMPLETE_DATA_BY_DEFAULT = frozenset({"dcgan", "cgan"})
 # The optimizer a model gets without --optimizer: the seed's Adam for the VAE and RealNVP; SGD for
-# the rest (the paper's RBM training; untrained imputers; MisGAN builds its own).
+# the rest (the paper's RBM training; untrained imputers; the GANs build their own).
 DEFAULT_OPTIMIZERS = {"vae": "adam", "realnvp": "adam"}
 
 

@@ -42,7 +42,8 @@ import tensorflow_probability as tfp
 
 from tfimpute import visualize
 from tfimpute.models.base import keep_observed
-from tfimpute.models.generative import GenerativeImputer, step_seed
+from tfimpute.models.generative import GenerativeImputer
+from tfimpute.models.replicas import StepDraws, replica_mean
 
 IMPUTE_MODES = ("importance", "pseudo_gibbs")
 PIXELS = 784
@@ -140,9 +141,15 @@ class VAE(GenerativeImputer):
         return self.decode(z)
 
     def neg_elbo_terms(self, images: tf.Tensor, mask: tf.Tensor, seed: tf.Tensor) -> dict[str, tf.Tensor]:
-        """Per-digit -ELBO of the observed pixels and its parts (nats), one reparameterised sample."""
+        """Per-digit -ELBO of the observed pixels and its parts (nats), one reparameterised sample
+        drawn from ``seed``."""
+        epsilon = tf.random.stateless_normal(tf.stack([tf.shape(images)[0], self.latent_dim]), seed)
+        return self.neg_elbo_terms_given_noise(images, mask, epsilon)
+
+    def neg_elbo_terms_given_noise(self, images: tf.Tensor, mask: tf.Tensor,
+                                   epsilon: tf.Tensor) -> dict[str, tf.Tensor]:
+        """:meth:`neg_elbo_terms` with the N(0, I) draws ``epsilon`` [B, latent_dim] given."""
         mean, log_variance = self.encode(images, mask)
-        epsilon = tf.random.stateless_normal(tf.shape(mean), seed)
         z = mean + tf.exp(0.5 * log_variance) * epsilon
         reconstruction = bernoulli_log_likelihood(
             tf.reshape(images, [-1, PIXELS]), self.decode_logits(z), tf.reshape(mask, [-1, PIXELS]))
@@ -151,13 +158,14 @@ class VAE(GenerativeImputer):
 
     def train_step(self, data):
         observed, mask = data[0], data[1]
-        seed = step_seed(self.seed, self.optimizer.iterations)
+        draws = StepDraws(self.seed, self.optimizer.iterations, tf.shape(observed)[0])
+        epsilon = draws.normal([self.latent_dim])
         with tf.GradientTape() as tape:
-            terms = self.neg_elbo_terms(observed, mask, seed)
-            loss = tf.nn.compute_average_loss(terms["neg_elbo"])  # / global batch size
+            terms = self.neg_elbo_terms_given_noise(observed, mask, epsilon)
+            loss = replica_mean(terms["neg_elbo"])  # gradients summed over replicas: the batch mean's
         gradients = tape.gradient(loss, self.trainable_variables)
         self.optimizer.apply_gradients(zip(gradients, self.trainable_variables))
-        return {name: tf.reduce_mean(value) for name, value in terms.items()}
+        return {name: replica_mean(value) for name, value in terms.items()}
 
     # Imputation.
 

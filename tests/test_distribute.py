@@ -1,0 +1,220 @@
+"""Training under tf.distribute: N replicas sharing a global batch do what one device does.
+
+MirroredStrategy runs over the two logical CPUs that conftest.py splits the host CPU into.
+Tolerance of the equality checks: float32 round-off of sums taken in a different order
+(per-replica partial sums, then the all-reduce), rtol = 1e-4, atol = 1e-6.
+"""
+
+import functools
+import json
+import re
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+from conftest import CPU_REPLICAS
+from test_cli import run
+
+from tfimpute import distribute, masks, training
+from tfimpute.errors import InvalidInputError
+from tfimpute.models import registry
+from tfimpute.models.cgan import CGAN
+from tfimpute.models.dcgan import DCGAN
+from tfimpute.models.misgan import MisGAN
+from tfimpute.models.rbm import RBM
+from tfimpute.models.realnvp import RealNVP
+from tfimpute.models.replicas import StepDraws, replica_mean
+from tfimpute.models.vae import VAE
+from tfimpute.training import TrainingOptions, run_training
+
+RTOL, ATOL = 1e-4, 1e-6
+
+
+@functools.cache
+def strategy_named(name):
+    if name == "default":
+        return tf.distribute.get_strategy()
+    strategy = distribute.make_strategy(name, cpu_replicas=CPU_REPLICAS)  # conftest already split the CPU
+    assert strategy.num_replicas_in_sync == CPU_REPLICAS
+    return strategy
+
+
+@pytest.fixture
+def mirrored():
+    return strategy_named("mirrored")
+
+
+def compiled(model, optimizer):
+    model.compile(optimizer=optimizer)
+    return model
+
+
+def sgd():
+    return keras.optimizers.SGD(learning_rate=0.05, momentum=0.5)  # momentum: state applied once
+
+
+BUILDERS = {
+    "lmrbm": lambda: compiled(RBM(hidden_units=16, seed=1), sgd()),
+    "rbm": lambda: compiled(RBM(hidden_units=16, linearized=False, rank=4, seed=1), sgd()),
+    "vae": lambda: compiled(VAE(latent_dim=2, hidden_units=[8], seed=1), keras.optimizers.Adam(1e-3)),
+    "realnvp": lambda: compiled(RealNVP(coupling_layers=2, hidden_units=8, hidden_layers=1, impute_steps=1,
+                                        train_fill_steps=2, seed=1), keras.optimizers.Adam(1e-3)),
+    "misgan": lambda: MisGAN(latent_size=8, width=4, imputer_units=16, critic_steps=2, seed=1),
+    "dcgan": lambda: DCGAN(latent_size=8, width=4, search_steps=1, search_restarts=1, seed=1),
+    "cgan": lambda: CGAN(latent_size=8, width=4, search_steps=1, search_restarts=1, seed=1),
+}
+STEPS = {"lmrbm": 2, "rbm": 2, "misgan": 2}  # two: momentum state; MisGAN's generator step
+
+
+def digits(n, seed=0):
+    rng = np.random.default_rng(seed)
+    images = rng.random((n, 28, 28, 1)).astype(np.float32)
+    mask = (rng.random((n, 28, 28, 1)) > 0.3).astype(np.float32)
+    return masks.make_incomplete(images, mask, np.arange(n) % 10)
+
+
+@functools.cache
+def trained(strategy_name, name, batch_size=7):
+    """A fresh model after STEPS[name] steps on ``digits(batch_size)`` under a strategy, and its last
+    logs (cached: the checkpoint tests reuse the models of the equality tests)."""
+    return train_steps(strategy_named(strategy_name), name, digits(batch_size), STEPS.get(name, 1))
+
+
+def train_steps(strategy, name, data, steps):
+    """``steps`` steps of a fresh model on the one global batch ``data``; returns it and the last logs."""
+    with strategy.scope():
+        model = BUILDERS[name]()
+        model.build_optimizers()
+        model.prepare(data)
+    step = tf.function(lambda b: model.distributed_train_step(strategy, b))
+    for _ in range(steps):
+        for distributed in training.distributed_epoch(strategy, data, len(data), seed=0, epoch=0):
+            logs = step(distributed)
+    return model, {key: float(value) for key, value in logs.items()}
+
+
+def assert_same_weights(a, b, exact=False):
+    for x, y in zip(a.get_weights(), b.get_weights(), strict=True):
+        if exact:
+            np.testing.assert_array_equal(x, y)
+        else:
+            np.testing.assert_allclose(x, y, rtol=RTOL, atol=ATOL)
+
+
+def test_replicas_draw_and_average_what_one_device_does(mirrored):
+    values = tf.range(7, dtype=tf.float32)
+
+    def shares(local_values):
+        draws = StepDraws(3, 5, tf.shape(local_values)[0], stream=1)
+        return draws.uniform([2]), draws.normal([]), replica_mean(local_values)
+
+    local = mirrored.experimental_distribute_values_from_function(
+        lambda context: [values[:4], values[4:]][context.replica_id_in_sync_group])
+    uniform, normal, mean = (mirrored.experimental_local_results(x)
+                             for x in tf.function(lambda v: mirrored.run(shares, args=(v,)))(local))
+    single_uniform, single_normal, single_mean = shares(values)
+    np.testing.assert_array_equal(np.concatenate(uniform), single_uniform)
+    np.testing.assert_array_equal(np.concatenate(normal), single_normal)
+    assert sum(float(m) for m in mean) == pytest.approx(float(single_mean)) == 3.0
+
+
+@pytest.mark.parametrize("name", sorted(BUILDERS))
+def test_mirrored_step_equals_single_device_step(mirrored, name):
+    single, single_logs = trained("default", name)  # a global batch of 7: 4 + 3 rows on the replicas
+    replicated, replicated_logs = trained("mirrored", name)
+    assert replicated_logs.keys() == single_logs.keys()
+    for key, value in single_logs.items():
+        assert replicated_logs[key] == pytest.approx(value, rel=RTOL, abs=ATOL), key
+    assert_same_weights(single, replicated)
+    assert any(not np.array_equal(w, v.numpy()) for w, v in zip(  # training moved the model
+        BUILDERS[name]().get_weights(), replicated.weights))
+    for variable in replicated.weights:  # the replicas' copies agree exactly
+        copies = [c.numpy() for c in mirrored.experimental_local_results(variable.value)]
+        assert len(copies) == CPU_REPLICAS and all(np.array_equal(copies[0], c) for c in copies)
+
+
+@pytest.mark.parametrize("name", ["lmrbm", "misgan"])
+@pytest.mark.parametrize("writer,reader", [("mirrored", "default"), ("default", "mirrored")])
+def test_checkpoints_restore_across_strategies(name, writer, reader, tmp_path):
+    written, _ = trained(writer, name)
+    optimizer = {} if written.owns_optimizers else {"optimizer": written.optimizer}
+    path = tf.train.Checkpoint(model=written, **optimizer).save(str(tmp_path / "ckpt"))
+    with strategy_named(reader).scope():
+        restored = BUILDERS[name]()
+        restored.build_optimizers()
+    optimizer = {} if restored.owns_optimizers else {"optimizer": restored.optimizer}
+    tf.train.Checkpoint(model=restored, **optimizer).restore(path).assert_consumed()
+    assert_same_weights(written, restored, exact=True)
+    assert restored.training_step_counter.numpy() == written.training_step_counter.numpy() > 0
+
+
+def test_training_loop_resumes_a_mirrored_run_on_one_device(mirrored, tmp_path):
+    data, test = digits(19), digits(4, seed=1)  # batches of 7, 7, 5: uneven splits
+    options = TrainingOptions(epochs=2, batch_size=7, eval_size=4, grid_size=2)
+
+    def fit(strategy, workdir, epochs):
+        with strategy.scope():
+            model = BUILDERS["lmrbm"]()
+        run_training(model, data, test.observed, test.mask, str(workdir),
+                     TrainingOptions(**{**options.__dict__, "epochs": epochs}), {}, strategy=strategy)
+        return model
+
+    straight = fit(tf.distribute.get_strategy(), tmp_path / "straight", 2)
+    fit(mirrored, tmp_path / "switched", 1)
+    resumed = fit(tf.distribute.get_strategy(), tmp_path / "switched", 2)
+    assert_same_weights(straight, resumed)
+
+
+def test_last_batch_smaller_than_the_replica_count_is_left_out(mirrored):
+    data = digits(2 * 7 + CPU_REPLICAS - 1)
+    batches = list(training.distributed_epoch(mirrored, data, 7, seed=0, epoch=0))
+    assert len(batches) == training.steps_per_epoch(len(data), 7, CPU_REPLICAS) == 2
+    assert [len(part) for part in mirrored.experimental_local_results(batches[0][0])] == [4, 3]
+    with pytest.raises(InvalidInputError, match="at least the number of replicas"):
+        training.distributed_epoch(mirrored, data, CPU_REPLICAS - 1, seed=0, epoch=0)
+
+
+def test_models_built_outside_the_strategy_scope_are_refused(mirrored, tmp_path):
+    data = digits(7)
+    with pytest.raises(InvalidInputError, match="strategy.scope"):
+        run_training(BUILDERS["lmrbm"](), data, data.observed, data.mask, str(tmp_path),
+                     TrainingOptions(epochs=1, batch_size=7), {}, strategy=mirrored)
+
+
+def test_splitting_the_cpu_after_tensorflow_started_is_refused():
+    with pytest.raises(InvalidInputError, match="already initialised"):
+        distribute.split_cpu(CPU_REPLICAS + 1)
+
+
+def test_train_cli_trains_mirrored_on_logical_cpus(mnist_dir, tmp_path):
+    result = run("tfimpute.train", "--model=lmrbm", "--strategy=mirrored", f"--cpu_replicas={CPU_REPLICAS}",
+                 f"--data_dir={mnist_dir}", f"--workdir={tmp_path}", "--epochs=1", "--train_size=63",
+                 "--batch_size=16", "--test_size=16", "--eval_size=16", "--hidden_units=16")
+    assert result.returncode == 0, result.stderr
+    metrics = json.loads(result.stdout.strip().splitlines()[-1])
+    assert metrics["epochs"] == 1 and metrics["replicas"] == CPU_REPLICAS and 0 < metrics["test_rmse"] < 1
+
+
+@pytest.mark.parametrize("name,cpu_replicas,message", [
+    ("gpu9000", 0, "unknown --strategy 'gpu9000'; choose one of default, mirrored, multi_worker, tpu"),
+    ("default", CPU_REPLICAS, "--cpu_replicas needs --strategy=mirrored, got --strategy=default"),
+    ("mirrored", -1, "--cpu_replicas must be >= 0, got -1"),
+    ("tpu", 0, "--strategy=tpu: no TPU found"),
+])
+def test_bad_strategy_settings_are_refused(name, cpu_replicas, message):
+    with pytest.raises(InvalidInputError, match="^" + re.escape(message)):
+        distribute.make_strategy(name, cpu_replicas)
+
+
+def test_train_cli_bad_strategy_gives_a_one_line_error(tmp_path):
+    result = run("tfimpute.train", f"--workdir={tmp_path}", "--strategy=tpu")
+    assert result.returncode == 2
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and errors[0].startswith("error: --strategy=tpu: no TPU found"), result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_every_registered_trainable_model_is_covered():
+    trainable = {name for name, cls in registry.CLASSES.items() if cls.trainable_imputer}
+    assert trainable <= set(BUILDERS)

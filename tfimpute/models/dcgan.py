@@ -1,0 +1,262 @@
+"""DCGAN, trainable on incomplete data the AmbientGAN way, and inpainting by latent search.
+
+* Networks: DCGAN's guidelines (seed ``001_*.txt`` §3) sized for 28x28 MNIST
+  (:func:`tfimpute.models.gan.dcgan_generator` / ``dcgan_discriminator``);
+  z ~ U(−1, 1)^latent_size; Adam(lr, β₁ = 0.5) for both players.
+* Losses: the discriminator's cross-entropy and the non-saturating generator
+  loss −log D(G(z)) (seed ``002_*.txt`` §2), both networks updated on every batch.
+* Incomplete data (AmbientGAN, Bora et al. 2018): the discriminator only ever
+  sees digits through masks. Real digits come masked by their own masks; each
+  generated digit is masked by the mask of one real digit of the batch. G(z)
+  does not depend on the real digit, so that is an exact draw from the data's
+  mask distribution, and G learns the complete digits whose masked views match
+  the data. With complete data the masks are all ones and this is plain DCGAN.
+* Imputation (seed ``004_*.txt`` §5.1.1, eq. 5.13): for each digit y with mask
+  M, minimise over z  L(z) = ‖M ⊙ G(z) − M ⊙ y‖₁ + λ·log(1 − D(G(z))) with Adam
+  from ``search_restarts`` starting points, keep the restart with the lowest
+  final loss, and fill the missing pixels from its G(z). The whole search is
+  one ``tf.while_loop`` (exportable). Adam is written out on the latent tensor
+  rather than taken from Keras because a Keras optimizer needs variables of a
+  fixed shape, and a served batch has any size. A model trained on incomplete
+  data scores realism as D(M ⊙ G(z)), the view its discriminator was trained on.
+
+The model uses the package's mask convention (1 = observed).
+"""
+
+from __future__ import annotations
+
+import os
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from tfimpute import visualize
+from tfimpute.errors import InvalidInputError
+from tfimpute.masks import IncompleteData
+from tfimpute.models import gan
+from tfimpute.models.base import Imputer, keep_observed
+from tfimpute.models.replicas import StepDraws
+
+ADAM_BETA_1 = 0.5  # DCGAN (seed 001 §4): 0.9 oscillated and was unstable
+SEARCH_ADAM_BETAS = (0.9, 0.999)  # Adam's defaults for the latent search
+GRID_SIDE = 8
+
+
+class DCGAN(Imputer):
+    """DCGAN with latent-search imputation. ``num_classes = 0``: unconditional (see ``CGAN``)."""
+
+    owns_optimizers = True
+    num_classes = 0
+    inference_settings = ("search_steps", "search_restarts", "search_weight", "search_learning_rate",
+                          "search_temperature")
+    epoch_eval_limit = 64  # one search batch: about a minute on 2 CPU cores
+
+    def __init__(self, latent_size: int = 100, width: int = 32, learning_rate: float = 2e-4,
+                 search_steps: int = 100, search_restarts: int = 16, search_weight: float = 0.003,
+                 search_learning_rate: float = 0.05, search_temperature: float = 0.0, seed: int = 0,
+                 **kwargs):
+        super().__init__(**kwargs)
+        if min(latent_size, width, search_restarts) < 1 or search_steps < 0:
+            raise ValueError("latent_size, width and search_restarts must be >= 1, search_steps >= 0")
+        if learning_rate <= 0 or search_learning_rate <= 0 or search_weight < 0 or search_temperature < 0:
+            raise ValueError("learning rates must be > 0, search_weight and search_temperature >= 0")
+        self.latent_size, self.width, self.learning_rate = latent_size, width, learning_rate
+        self.search_steps, self.search_restarts = search_steps, search_restarts
+        self.search_weight, self.search_learning_rate = search_weight, search_learning_rate
+        self.search_temperature, self.seed = search_temperature, seed
+
+        self.generator = gan.dcgan_generator(latent_size + self.num_classes, width, "generator", 2 * seed)
+        self.discriminator = gan.dcgan_discriminator(1 + self.num_classes, width, "discriminator", 2 * seed + 1)
+        self.generator_optimizer = keras.optimizers.Adam(learning_rate, beta_1=ADAM_BETA_1)
+        self.discriminator_optimizer = keras.optimizers.Adam(learning_rate, beta_1=ADAM_BETA_1)
+        # 1.0 once `prepare` saw missing pixels: the discriminator then judges masked digits.
+        self.trained_on_incomplete = self.add_weight(shape=(), initializer="zeros", trainable=False,
+                                                     name="trained_on_incomplete")
+        self.built = True
+
+    def get_config(self) -> dict:
+        return {"latent_size": self.latent_size, "width": self.width, "learning_rate": self.learning_rate,
+                "search_steps": self.search_steps, "search_restarts": self.search_restarts,
+                "search_weight": self.search_weight, "search_learning_rate": self.search_learning_rate,
+                "search_temperature": self.search_temperature, "seed": self.seed, "name": self.name}
+
+    def build_optimizers(self) -> None:
+        self.generator_optimizer.build(self.generator.trainable_variables)
+        self.discriminator_optimizer.build(self.discriminator.trainable_variables)
+
+    @property
+    def training_step_counter(self) -> tf.Variable:
+        return self.discriminator_optimizer.iterations
+
+    def prepare(self, train_data: IncompleteData) -> None:
+        self.trained_on_incomplete.assign(float(np.any(train_data.mask < 1.0)))
+
+    # -- the networks as functions ------------------------------------------------------------
+
+    def generate(self, latent: tf.Tensor, labels: tf.Tensor | None = None,
+                 training: bool = False) -> tf.Tensor:
+        """Digits in [0, 1], [B, 28, 28, 1], from latents [B, latent_size] (and labels for CGAN)."""
+        condition = tf.one_hot(labels, self.num_classes) if self.num_classes else None
+        return self.generate_from_condition(latent, condition, training)
+
+    def generate_from_condition(self, latent: tf.Tensor, condition: tf.Tensor | None,
+                                training: bool = False) -> tf.Tensor:
+        """Like :meth:`generate` with the CGAN condition as a vector [B, num_classes] (a one-hot
+        label, or a mixture of two when interpolating between classes); None for DCGAN."""
+        inputs = latent if condition is None else tf.concat([latent, condition], axis=-1)
+        return tf.sigmoid(self.generator(inputs, training=training))
+
+    def interpolate(self, start: tf.Tensor, end: tf.Tensor, start_label: int | None = None,
+                    end_label: int | None = None, steps: int = 9) -> tf.Tensor:
+        """``steps`` digits along the straight line from latent ``start`` to ``end`` (seed 002 §2;
+        DCGAN §6.1: smooth transitions mean the generator did not memorise); for CGAN the
+        one-hot condition moves from ``start_label`` to ``end_label`` along with z."""
+        weights = tf.linspace(0.0, 1.0, steps)[:, None]
+        latent = (1.0 - weights) * start[None] + weights * end[None]
+        condition = None
+        if self.num_classes:
+            condition = ((1.0 - weights) * tf.one_hot(start_label, self.num_classes)[None]
+                         + weights * tf.one_hot(end_label, self.num_classes)[None])
+        return self.generate_from_condition(latent, condition)
+
+    def discriminate(self, images: tf.Tensor, labels: tf.Tensor | None = None,
+                     training: bool = False) -> tf.Tensor:
+        """Logits [B] of "real"; CGAN appends the one-hot label as constant channels."""
+        inputs = images
+        if self.num_classes:
+            planes = tf.one_hot(labels, self.num_classes)[:, None, None, :] * tf.ones_like(images)
+            inputs = tf.concat([images, planes], axis=-1)
+        return tf.reshape(self.discriminator(inputs, training=training), [-1])
+
+    def draw_latents(self, count: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
+        return tf.random.stateless_uniform(tf.stack([count, self.latent_size]), seed, -1.0, 1.0)
+
+    # -- training -------------------------------------------------------------------------------
+
+    def train_step(self, data):
+        observed, mask, labels = data[0], data[1], data[2]
+        labels = labels if self.num_classes else None
+        # z for the global batch, this replica's rows: the same draws on any number of replicas.
+        latent = StepDraws(self.seed, self.training_step_counter, tf.shape(observed)[0]).uniform(
+            [self.latent_size], -1.0, 1.0)
+        with tf.GradientTape() as generator_tape, tf.GradientTape() as discriminator_tape:
+            fake = self.generate(latent, labels, training=True)
+            real_logits = self.discriminate(observed * mask, labels, training=True)
+            fake_logits = self.discriminate(fake * mask, labels, training=True)  # AmbientGAN
+            discriminator_loss = gan.discriminator_cross_entropy(real_logits, fake_logits)
+            generator_loss = gan.non_saturating_generator_loss(fake_logits)
+        for loss, tape, network, optimizer in (
+                (generator_loss, generator_tape, self.generator, self.generator_optimizer),
+                (discriminator_loss, discriminator_tape, self.discriminator, self.discriminator_optimizer)):
+            variables = network.trainable_variables
+            optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
+        return {"discriminator_loss": discriminator_loss, "generator_loss": generator_loss,
+                "real_probability": gan.replica_mean(tf.sigmoid(real_logits)),
+                "fake_probability": gan.replica_mean(tf.sigmoid(fake_logits))}
+
+    # -- sampling -------------------------------------------------------------------------------
+
+    def sample(self, count: int | tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
+        """``count`` generated digits (CGAN: of uniformly drawn classes), stateless in ``seed``."""
+        seeds = tf.random.experimental.stateless_split(tf.cast(seed, tf.int64), num=2)
+        count = tf.cast(count, tf.int32)
+        labels = None
+        if self.num_classes:
+            labels = tf.random.stateless_uniform(tf.reshape(count, [1]), seeds[1], 0, self.num_classes,
+                                                 dtype=tf.int32)
+        return self.generate(self.draw_latents(count, seeds[0]), labels)
+
+    def sample_grid(self) -> np.ndarray:
+        """8 x 8 digits from fixed latents (the same every epoch, so grids show progress)."""
+        images = self.sample(GRID_SIDE * GRID_SIDE, tf.constant([0, 0])).numpy()
+        return visualize.image_grid([images[i::GRID_SIDE] for i in range(GRID_SIDE)])
+
+    def end_of_epoch(self, epoch: int, epochs: int, train_logs: dict[str, float],
+                     images: np.ndarray, mask: np.ndarray, workdir: str) -> None:
+        """The sample grid, in TensorBoard and as ``samples_epoch_NNNN.png``."""
+        grid = self.sample_grid()
+        tf.summary.image("samples", grid[None], step=epoch)
+        visualize.save_png(grid, os.path.join(workdir, f"samples_epoch_{epoch:04d}.png"))
+
+    # -- imputation by latent search (eq. 5.13) ------------------------------------------------
+
+    def search_losses(self, latent: tf.Tensor, targets: tf.Tensor, masks: tf.Tensor,
+                      labels: tf.Tensor | None) -> tf.Tensor:
+        """Eq. 5.13 per latent: ‖M ⊙ (G(z) − y)‖₁ + λ·log(1 − D(G(z))), [B]."""
+        images = self.generate(latent, labels)
+        contextual = tf.reduce_sum(tf.abs(masks * (images - targets)), axis=[1, 2, 3])
+        seen = images * tf.where(self.trained_on_incomplete > 0.5, masks, tf.ones_like(masks))
+        perceptual = -tf.nn.softplus(self.discriminate(seen, labels))  # log(1 − σ(logit))
+        return contextual + self.search_weight * perceptual
+
+    def search(self, observed: tf.Tensor, mask: tf.Tensor, row_seeds: tf.Tensor,
+               labels: tf.Tensor | None = None) -> tuple[tf.Tensor, tf.Tensor]:
+        """Runs eq. 5.13's search from every restart: (G(z) [B, R, 28, 28, 1], final losses [B, R]).
+
+        ``row_seeds`` int32 [B, 2] seeds digit i's starting latents. Each digit's
+        search depends on its own seed only (Adam acts element-wise and each
+        latent's loss involves only its own digit), never on the batch. For CGAN,
+        ``labels`` [B] fixes each digit's class; without them restart r tries
+        class r mod 10.
+        """
+        batch, restarts = tf.shape(observed)[0], self.search_restarts
+        starts = tf.map_fn(
+            lambda seed: self.draw_latents(tf.constant(restarts), seed), row_seeds,
+            fn_output_signature=tf.TensorSpec([restarts, self.latent_size], tf.float32))
+        latent = tf.reshape(starts, [-1, self.latent_size])
+        targets = tf.repeat(observed * mask, restarts, axis=0)
+        masks = tf.repeat(mask, restarts, axis=0)
+        restart_labels = None
+        if self.num_classes:
+            restart_labels = (tf.repeat(tf.cast(labels, tf.int32), restarts) if labels is not None else
+                              tf.tile(tf.range(restarts) % self.num_classes, [batch]))
+        beta_1, beta_2 = SEARCH_ADAM_BETAS
+
+        def adam_step(step, latent, first_moment, second_moment):
+            with tf.GradientTape() as tape:
+                tape.watch(latent)
+                loss = tf.reduce_sum(self.search_losses(latent, targets, masks, restart_labels))
+            gradient = tape.gradient(loss, latent)
+            first_moment = beta_1 * first_moment + (1.0 - beta_1) * gradient
+            second_moment = beta_2 * second_moment + (1.0 - beta_2) * tf.square(gradient)
+            t = tf.cast(step + 1, tf.float32)
+            update = (first_moment / (1.0 - beta_1 ** t)) / (tf.sqrt(second_moment / (1.0 - beta_2 ** t)) + 1e-8)
+            # z stays in the support of its U(−1, 1) prior.
+            latent = tf.clip_by_value(latent - self.search_learning_rate * update, -1.0, 1.0)
+            return step + 1, latent, first_moment, second_moment
+
+        zeros = tf.zeros_like(latent)
+        _, latent, _, _ = tf.while_loop(lambda step, *_: step < self.search_steps, adam_step,
+                                        (tf.constant(0), latent, zeros, zeros))
+        losses = tf.reshape(self.search_losses(latent, targets, masks, restart_labels), [batch, restarts])
+        generated = self.generate(latent, restart_labels)
+        return tf.reshape(generated, tf.concat([[batch, restarts], tf.shape(generated)[1:]], 0)), losses
+
+    def latent_search(self, observed: tf.Tensor, mask: tf.Tensor, row_seeds: tf.Tensor,
+                      labels: tf.Tensor | None = None) -> tf.Tensor:
+        """Imputes each digit from its restarts (see :meth:`search`): the lowest-loss one (eq. 5.13),
+        or with ``search_temperature`` > 0 their average weighted by softmax(−loss / temperature)."""
+        generated, losses = self.search(observed, mask, row_seeds, labels)
+        if self.search_temperature > 0:
+            weights = tf.nn.softmax(-losses / self.search_temperature, axis=1)
+            filled = tf.einsum("br,brhwc->bhwc", weights, generated)
+        else:
+            filled = tf.gather(generated, tf.argmin(losses, axis=1, output_type=tf.int32), batch_dims=1)
+        return keep_observed(observed, mask, filled)
+
+    @staticmethod
+    def row_seeds(seed: tf.Tensor, batch: tf.Tensor) -> tf.Tensor:
+        """Digit i of a batch imputed with ``seed`` = (a, b) is searched from seed (a, b + i), so
+        ``impute`` gives a digit the same result whatever the batching."""
+        seed = tf.cast(seed, tf.int32)
+        return tf.stack([tf.fill([batch], seed[0]), seed[1] + tf.range(batch)], axis=1)
+
+    def impute_batch(self, images: tf.Tensor, mask: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
+        return self.latent_search(images * mask, mask, self.row_seeds(seed, tf.shape(images)[0]))
+
+
+def check_labels_known(train_data: IncompleteData, model_name: str) -> None:
+    """Class-conditional training needs every digit's label."""
+    if train_data.labels is None or np.any(train_data.label_array() < 0):
+        raise InvalidInputError(f"--model={model_name} needs the digit labels of the training data")
