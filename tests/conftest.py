@@ -27,3 +27,15 @@ def mnist_dir() -> str:
     if not os.path.exists(os.path.join(MNIST_DIR, "train-images-idx3-ubyte.gz")):
         pytest.fail(f"MNIST IDX files not found in {MNIST_DIR}; set TFIMPUTE_DATA_DIR")
     return MNIST_DIR
+
+
+@pytest.fixture(scope="session")
+def classifier_dir(mnist_dir, tmp_path_factory) -> str:
+    """A stand-in for the real FID classifier: one epoch on 600 digits (for plumbing, not figures)."""
+    from tfimpute import classifier
+    from tfimpute.data import load_mnist
+
+    path = str(tmp_path_factory.mktemp("classifier"))
+    classifier.train_classifier(load_mnist(mnist_dir, 600, 200), path, epochs=1, batch_size=64,
+                                log=lambda message: None)
+    return path

@@ -16,15 +16,6 @@ from tfimpute.training import TrainingOptions
 TINY = ["--train_size=300", "--test_size=100", "--repeats=2"]
 
 
-@pytest.fixture(scope="module")
-def classifier_dir(mnist_dir, tmp_path_factory):
-    """A stand-in for the real classifier: one epoch on 600 digits (its FIDs are only for plumbing)."""
-    path = str(tmp_path_factory.mktemp("classifier"))
-    classifier.train_classifier(load_mnist(mnist_dir, 600, 200), path, epochs=1, batch_size=64,
-                                log=lambda message: None)
-    return path
-
-
 def expected_mean_imputation_rmse(mnist_dir, seeds):
     """Table 1's mean imputation recomputed in NumPy: S.O. 0.6, training masks seed 0, 300 digits."""
     mnist = load_mnist(mnist_dir, 300, 100)

@@ -57,7 +57,8 @@ def define_hyperparameter_flags() -> None:
     flags.DEFINE_enum("impute_mode", "mean_field", ["mean_field", "sample"],
                       "RBM imputation: probabilities throughout, or a sampled hidden layer.")
     flags.DEFINE_integer("batch_size", 128, "Minibatch size (paper: 128).")
-    flags.DEFINE_float("learning_rate", 1e-4, "Learning rate η (paper: 1e-4 on batch-summed updates).")
+    flags.DEFINE_float("learning_rate", None, "Learning rate; default: the model's own (RBMs 1e-4 on "
+                       "batch-summed updates as the paper, VAE/RealNVP 1e-3, MisGAN 1e-4, DCGAN/CGAN 2e-4).")
     flags.DEFINE_float("momentum", 0.0, "SGD momentum (paper: none).")
     flags.DEFINE_enum("optimizer", None, ["sgd", "adam"], "Optimizer; default: adam for vae/realnvp, else sgd.")
     flags.DEFINE_integer("seed", 0, "Seed of initialisation, shuffling and training draws.")
@@ -80,8 +81,8 @@ def define_gan_flags() -> None:
     flags.DEFINE_integer("critic_steps", 5, "Critic updates per generator update.")
     flags.DEFINE_float("imputer_learning_rate", 2e-4, "MisGAN imputer and imputer-critic learning rate.")
     flags.DEFINE_integer("search_steps", 100, "DCGAN/CGAN imputation: Adam steps of the latent search (eq. 5.13).")
-    flags.DEFINE_integer("search_restarts", 16, "DCGAN/CGAN imputation: starting latents per digit; the "
-                         "restart with the lowest final loss fills the digit.")
+    flags.DEFINE_integer("search_restarts", 16, "DCGAN/CGAN imputation: starting latents per digit (see "
+                         "--search_temperature for how their results are combined).")
     flags.DEFINE_float("search_weight", 0.003, "DCGAN/CGAN imputation: λ, weight of log(1 − D(G(z))) in eq. 5.13.")
     flags.DEFINE_float("search_learning_rate", 0.05, "DCGAN/CGAN imputation: Adam step size on z.")
     flags.DEFINE_float("search_temperature", 0.0,

@@ -16,7 +16,8 @@ them with the project's MNIST classifier (``python -m tfimpute.train
 
 Writes into ``--output_dir`` (default: the workdir) ``gan_report.json``,
 ``interpolation.png`` (9 digits along a straight latent line between two samples
-the classifier puts in different classes; CGAN: the label moves too) and
+the classifier puts in different classes; CGAN: between two different requested
+classes, the label moving along with z) and
 ``samples.png`` (CGAN: one row per class).
 """
 
@@ -117,6 +118,8 @@ def main(argv: list[str]) -> None:
     if not isinstance(model, DCGAN):
         raise InvalidInputError(f"{FLAGS.workdir} holds a {config['model']} model; gan_report reads dcgan or "
                                 "cgan workdirs")
+    if FLAGS.samples < model.num_classes:
+        raise InvalidInputError(f"--samples must be >= {model.num_classes} (one per class) for {config['model']}")
     output_dir = FLAGS.output_dir or FLAGS.workdir
     os.makedirs(output_dir, exist_ok=True)
     result = {"model": config["model"], "workdir": os.path.abspath(FLAGS.workdir),

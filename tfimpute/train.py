@@ -69,11 +69,14 @@ def data_settings() -> dict[str, Any]:
 
 def trains_on_complete_data() -> bool:
     """``--complete_training_data``; for the GANs that learn complete digits by default (DCGAN,
-    CGAN) also true when neither it nor ``--missingness`` is given on the command line."""
+    CGAN) also true when it is not given and no missingness flag (``--missingness``,
+    ``--missing_rate``, ``--num_patches``) is given either."""
     flag = FLAGS["complete_training_data"]
     if flag.present or FLAGS.model not in registry.COMPLETE_DATA_BY_DEFAULT:
         return flag.value
-    return not FLAGS["missingness"].present
+    complete = not any(FLAGS[name].present for name in ("missingness", "missing_rate", "num_patches"))
+    print(f"{FLAGS.model}: training on {'complete digits (no missingness flag given)' if complete else 'incomplete digits (AmbientGAN)'}")
+    return complete
 
 
 def training_dataset(mnist: Mnist, data: dict[str, Any]) -> tuple[Mnist, np.ndarray]:
@@ -115,9 +118,11 @@ def train(model_name: str, mnist: Mnist, data: dict[str, Any], settings: dict[st
     settings = dict(settings, expected_observed_units=784 * (1.0 - train_missing))
     with strategy.scope():
         model = registry.build_model(model_name, settings)
+        if model.owns_optimizers and settings.get("optimizer"):
+            raise InvalidInputError(f"--optimizer does not apply to {model_name}: it builds its own Adam optimizers")
         if not model.owns_optimizers:
             model.compile(optimizer=registry.make_optimizer(model_name, settings))
-    training = {"batch_size": options.batch_size, "learning_rate": settings["learning_rate"],
+    training = {"batch_size": options.batch_size, "learning_rate": registry.learning_rate(model_name, settings),
                 "momentum": settings["momentum"], "seed": options.seed}
     optimizer = registry.optimizer_name(model_name, settings)
     if optimizer != "sgd":  # recorded only when not SGD, so that older RBM workdirs still resume

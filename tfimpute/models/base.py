@@ -58,6 +58,9 @@ class Imputer(keras.Model):
     # At most this many test digits in the training loop's per-epoch RMSE check (None: no limit),
     # for imputers whose imputation is an expensive search.
     epoch_eval_limit: int | None = None
+    # At most this many digits per imputation call of `impute` (None: as asked), for imputers
+    # whose memory grows fast with the batch (DCGAN's search holds restarts x digits latents).
+    max_impute_batch: int | None = None
 
     def build_optimizers(self) -> None:
         """Creates optimizer slots before a checkpoint is restored or a step is traced."""
@@ -96,6 +99,7 @@ class Imputer(keras.Model):
     def impute(self, images, mask, *, seed: int = 0, batch_size: int = 1000) -> np.ndarray:
         """Validates ``images``/``mask`` and imputes them batch by batch (NumPy in, NumPy out)."""
         images, mask = check_images_and_mask(images, mask)
+        batch_size = min(batch_size, self.max_impute_batch or batch_size)
         impute_fn = self._compiled_impute()
         outputs = []
         for start in range(0, len(images), batch_size):

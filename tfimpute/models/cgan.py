@@ -5,7 +5,7 @@ one-hot label appended to z, the discriminator the one-hot label as 10
 constant image channels. Training, AmbientGAN masking for incomplete data and
 latent-search imputation are DCGAN's (:mod:`tfimpute.models.dcgan`); the
 search can be told a digit's class (``impute_with_labels``) or, by default,
-spread its restarts over the classes (restart r tries class r mod 10).
+spread its restarts over the classes (cycling through them from a random class).
 """
 
 from __future__ import annotations
@@ -38,8 +38,12 @@ class CGAN(DCGAN):
 
     def impute_with_labels(self, images: tf.Tensor, mask: tf.Tensor, labels: tf.Tensor,
                            seed: tf.Tensor) -> tf.Tensor:
-        """Latent search with every restart of digit i conditioned on class ``labels[i]``."""
-        return self.latent_search(images * mask, mask, self.row_seeds(seed, tf.shape(images)[0]), labels)
+        """Latent search with every restart of digit i conditioned on class ``labels[i]`` (0-9)."""
+        labels = tf.cast(labels, tf.int32)
+        check = tf.debugging.Assert(tf.reduce_all((labels >= 0) & (labels < self.num_classes)),
+                                    [f"labels: values must be classes 0..{self.num_classes - 1}"])
+        with tf.control_dependencies([check]):
+            return self.latent_search(images * mask, mask, self.row_seeds(seed, tf.shape(images)[0]), labels)
 
     def class_grid(self, columns: int = 10) -> np.ndarray:
         """One row per class 0-9; column j uses the same latent in every row (style kept, class varied)."""

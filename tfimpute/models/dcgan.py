@@ -51,6 +51,7 @@ class DCGAN(Imputer):
     inference_settings = ("search_steps", "search_restarts", "search_weight", "search_learning_rate",
                           "search_temperature")
     epoch_eval_limit = 64  # one search batch: about a minute on 2 CPU cores
+    max_impute_batch = 64  # 64 digits x 16 restarts take about 200 MB during the search
 
     def __init__(self, latent_size: int = 100, width: int = 32, learning_rate: float = 2e-4,
                  search_steps: int = 100, search_restarts: int = 16, search_weight: float = 0.003,
@@ -197,8 +198,8 @@ class DCGAN(Imputer):
         ``row_seeds`` int32 [B, 2] seeds digit i's starting latents. Each digit's
         search depends on its own seed only (Adam acts element-wise and each
         latent's loss involves only its own digit), never on the batch. For CGAN,
-        ``labels`` [B] fixes each digit's class; without them restart r tries
-        class r mod 10.
+        ``labels`` [B] fixes each digit's class; without them the restarts cycle
+        through the classes from an offset drawn from the digit's seed.
         """
         batch, restarts = tf.shape(observed)[0], self.search_restarts
         starts = tf.map_fn(
@@ -208,9 +209,16 @@ class DCGAN(Imputer):
         targets = tf.repeat(observed * mask, restarts, axis=0)
         masks = tf.repeat(mask, restarts, axis=0)
         restart_labels = None
-        if self.num_classes:
-            restart_labels = (tf.repeat(tf.cast(labels, tf.int32), restarts) if labels is not None else
-                              tf.tile(tf.range(restarts) % self.num_classes, [batch]))
+        if self.num_classes and labels is not None:
+            restart_labels = tf.repeat(tf.cast(labels, tf.int32), restarts)
+        elif self.num_classes:
+            # Restart r of digit i tries class (r + o_i) mod 10, o_i drawn from the digit's seed, so
+            # no class is favoured when the restarts do not divide evenly among the classes.
+            offsets = tf.map_fn(
+                lambda seed: tf.random.stateless_uniform(
+                    [], tf.random.experimental.stateless_fold_in(seed, 1), 0, self.num_classes, tf.int32),
+                row_seeds, fn_output_signature=tf.TensorSpec([], tf.int32))
+            restart_labels = tf.reshape((tf.range(restarts)[None] + offsets[:, None]) % self.num_classes, [-1])
         beta_1, beta_2 = SEARCH_ADAM_BETAS
 
         def adam_step(step, latent, first_moment, second_moment):

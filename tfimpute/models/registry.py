@@ -90,6 +90,10 @@ COMPLETE_DATA_BY_DEFAULT = frozenset({"dcgan", "cgan"})
 # The optimizer a model gets without --optimizer: the seed's Adam for the VAE and RealNVP; SGD for
 # the rest (the paper's RBM training; untrained imputers; the GANs build their own).
 DEFAULT_OPTIMIZERS = {"vae": "adam", "realnvp": "adam"}
+# The learning rate without --learning_rate: the paper's 1e-4 (RBMs; MisGAN's too), Adam's usual
+# 1e-3 for the VAE and RealNVP, DCGAN's 2e-4 (seed 001 §4) for DCGAN and CGAN.
+PAPER_LEARNING_RATE = 1e-4
+DEFAULT_LEARNING_RATES = {"vae": 1e-3, "realnvp": 1e-3, "dcgan": 2e-4, "cgan": 2e-4}
 
 
 def check_model_name(name: str) -> None:
@@ -97,10 +101,16 @@ def check_model_name(name: str) -> None:
         raise InvalidInputError(f"unknown model {name!r}; choose one of {', '.join(sorted(BUILDERS))}")
 
 
+def learning_rate(name: str, settings: dict[str, Any]) -> float:
+    """``settings["learning_rate"]`` when given, else model ``name``'s default (:data:`DEFAULT_LEARNING_RATES`)."""
+    given = settings.get("learning_rate")
+    return given if given is not None else DEFAULT_LEARNING_RATES.get(name, PAPER_LEARNING_RATE)
+
+
 def build_model(name: str, settings: dict[str, Any]) -> Imputer:
     """A fresh model for ``name`` configured from flag values."""
     check_model_name(name)
-    return BUILDERS[name](settings)
+    return BUILDERS[name](dict(settings, learning_rate=learning_rate(name, settings)))
 
 
 def optimizer_name(name: str, settings: dict[str, Any]) -> str:
@@ -116,6 +126,7 @@ def model_from_config(name: str, config: dict[str, Any]) -> Imputer:
 
 def make_optimizer(name: str, settings: dict[str, Any]) -> keras.optimizers.Optimizer:
     """The optimizer :func:`optimizer_name` picks: Adam, or plain SGD (paper: lr 1e-4, no momentum)."""
+    rate = learning_rate(name, settings)
     if optimizer_name(name, settings) == "adam":
-        return keras.optimizers.Adam(learning_rate=settings["learning_rate"])
-    return keras.optimizers.SGD(learning_rate=settings["learning_rate"], momentum=settings["momentum"])
+        return keras.optimizers.Adam(learning_rate=rate)
+    return keras.optimizers.SGD(learning_rate=rate, momentum=settings["momentum"])
