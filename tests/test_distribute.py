@@ -219,3 +219,13 @@ def test_train_cli_bad_strategy_gives_a_one_line_error(tmp_path):
 def test_every_registered_trainable_model_is_covered():
     trainable = {name for name, cls in registry.CLASSES.items() if cls.trainable_imputer}
     assert trainable <= set(BUILDERS)
+
+
+def test_workers_agree_only_when_every_replica_holds_the_same_position():
+    def totals(positions):
+        positions = np.asarray(positions, np.float64)
+        return np.concatenate([positions.sum(0), np.square(positions).sum(0), [len(positions)]])
+
+    assert training.positions_agree(totals([[3, 17], [3, 17], [3, 17]]))
+    assert not training.positions_agree(totals([[3, 17], [3, 18]]))
+    assert not training.positions_agree(totals([[1, 0], [3, 0], [2, 0]]))  # same mean, not the same

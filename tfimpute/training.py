@@ -31,7 +31,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfimpute import distribute, metrics, visualize
-from tfimpute.errors import InvalidInputError
+from tfimpute.errors import InvalidInputError, WorkdirError
 from tfimpute.masks import IncompleteData
 from tfimpute.models.base import Imputer
 
@@ -152,6 +152,30 @@ class _Progress(tf.Module):
         self.train_seconds = tf.Variable(0.0, dtype=tf.float64, trainable=False)
 
 
+def positions_agree(totals: np.ndarray) -> bool:
+    """Whether all replicas hold one position, from the sums over replicas of [x, x², 1] per
+    coordinate x: they agree iff n·Σx² = (Σx)² (Cauchy-Schwarz holds with equality)."""
+    half = (len(totals) - 1) // 2
+    sums, squares, count = totals[:half], totals[half:2 * half], totals[-1]
+    return bool(np.allclose(count * squares, np.square(sums)))
+
+
+def check_workers_agree(strategy: tf.distribute.Strategy, progress: _Progress) -> None:
+    """Multi-worker runs: every worker restores its own checkpoint, and workers resuming from
+    different points would run different numbers of steps and hang in the all-reduce."""
+    if not distribute.is_multi_worker(strategy):
+        return
+
+    def moments() -> tf.Tensor:
+        position = tf.cast(tf.stack([progress.epoch, progress.step_in_epoch]), tf.float64)
+        return tf.concat([position, tf.square(position), tf.ones([1], tf.float64)], axis=0)
+
+    totals = strategy.reduce(tf.distribute.ReduceOp.SUM, strategy.run(moments), axis=None).numpy()
+    if not positions_agree(totals):
+        raise WorkdirError("the workers would resume from different checkpoints (epoch, step differ); "
+                           "give every worker a copy of the chief's checkpoints directory")
+
+
 def run_training(model: Imputer, train_data: IncompleteData, test_images: np.ndarray,
                  test_mask: np.ndarray, workdir: str, options: TrainingOptions,
                  run_info: dict[str, Any], log: Callable[[str], None] = print,
@@ -179,6 +203,8 @@ def run_training(model: Imputer, train_data: IncompleteData, test_images: np.nda
         model.prepare(train_data)
         if not model.trainable_imputer:  # nothing to train: what `prepare` computed is the model
             log(f"Checkpoint (prepared): {manager.save()}")
+
+    check_workers_agree(strategy, progress)
 
     train_writer = tf.summary.create_file_writer(os.path.join(workdir, "tensorboard", "train"))
     test_writer = tf.summary.create_file_writer(os.path.join(workdir, "tensorboard", "test"))
