@@ -71,3 +71,8 @@ def test_bench_prints_json_last():
     assert {"samples_per_sec", "gflops", "gemm_gflops", "ratio"} <= figures.keys()
     assert figures["samples_per_sec"] > 0
     assert figures["ratio"] == pytest.approx(figures["gflops"] / figures["gemm_gflops"], rel=0.01)
+
+
+def test_stray_positional_arguments_are_refused_in_one_line():
+    result = run("tfimpute.bench", "--model=lmrbm", "oops")
+    assert result.returncode == 2 and result.stderr.strip().endswith("error: unexpected arguments: oops")

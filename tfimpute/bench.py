@@ -125,8 +125,6 @@ def benchmark_latent_search(model: DCGAN, digits: int) -> dict:
 
 
 def main(argv: list[str]) -> None:
-    if len(argv) > 1:
-        raise InvalidInputError(f"unexpected arguments: {' '.join(argv[1:])}")
     registry.check_model_name(FLAGS.model)
     if not registry.CLASSES[FLAGS.model].trainable_imputer:
         raise InvalidInputError(f"--model={FLAGS.model} is an untrained imputer: it has no training step to time")

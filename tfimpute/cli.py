@@ -15,7 +15,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 from absl import flags  # noqa: E402
 
 from tfimpute import masks  # noqa: E402
-from tfimpute.errors import TfImputeError  # noqa: E402
+from tfimpute.errors import InvalidInputError, TfImputeError  # noqa: E402
 
 FLAGS = flags.FLAGS
 
@@ -148,6 +148,8 @@ def run_main(main: Callable[[list[str]], Any]) -> Callable[[list[str]], Any]:
     def wrapped(argv: list[str]) -> Any:
         quiet_logs()
         try:
+            if len(argv) > 1:
+                raise InvalidInputError(f"unexpected arguments: {' '.join(argv[1:])}")
             return main(argv)
         except TfImputeError as exc:
             print(f"error: {exc}", file=sys.stderr)

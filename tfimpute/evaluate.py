@@ -402,8 +402,6 @@ def define_flags() -> None:
 
 
 def main(argv: list[str]) -> None:
-    if len(argv) > 1:
-        raise InvalidInputError(f"unexpected arguments: {' '.join(argv[1:])}")
     if not FLAGS.workdir:
         raise InvalidInputError("--workdir is required")
     if FLAGS.repeats < 1:

@@ -490,8 +490,6 @@ def main(argv: list[str]) -> None:
     from tfimpute import workdir
 
     FLAGS = flags.FLAGS
-    if len(argv) > 1:
-        raise InvalidInputError(f"unexpected arguments: {' '.join(argv[1:])}")
     if not FLAGS.workdir or not FLAGS.export_dir:
         raise InvalidInputError("--workdir and --export_dir are required")
     model, config = workdir.load_trained(FLAGS.workdir)

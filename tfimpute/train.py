@@ -142,8 +142,6 @@ def train(model_name: str, mnist: Mnist, data: dict[str, Any], settings: dict[st
 
 
 def main(argv: list[str]) -> None:
-    if len(argv) > 1:
-        raise InvalidInputError(f"unexpected arguments: {' '.join(argv[1:])}")
     # First: --cpu_replicas must split the CPU before anything touches a TensorFlow device.
     strategy = distribute.make_strategy(FLAGS.strategy, FLAGS.cpu_replicas)
     if FLAGS.model != classifier.MODEL_NAME:

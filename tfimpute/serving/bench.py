@@ -159,8 +159,6 @@ def main(argv: list[str]) -> None:
     from absl import flags
 
     FLAGS = flags.FLAGS
-    if len(argv) > 1:
-        raise InvalidInputError(f"unexpected arguments: {' '.join(argv[1:])}")
     if min(FLAGS.requests, FLAGS.concurrency, FLAGS.requests_per_client) < 1 or FLAGS.warmup_requests < 0:
         raise InvalidInputError("--requests, --concurrency, --requests_per_client must be >= 1")
     print(f"Serving benchmark: LM-RBM with {FLAGS.hidden_units} hidden units, {FLAGS.requests} sequential "

@@ -276,8 +276,6 @@ def main(argv: list[str]) -> None:
     from absl import flags
 
     FLAGS = flags.FLAGS
-    if len(argv) > 1:
-        raise InvalidInputError(f"unexpected arguments: {' '.join(argv[1:])}")
     if not FLAGS.images or not FLAGS.masks or not FLAGS.output_dir:
         raise InvalidInputError("--images, --masks and --output_dir are required")
     images, names = read_digits(FLAGS.images, "images")

@@ -646,8 +646,6 @@ def main(argv: list[str]) -> None:
     from absl import flags
 
     FLAGS = flags.FLAGS
-    if len(argv) > 1:
-        raise InvalidInputError(f"unexpected arguments: {' '.join(argv[1:])}")
     if bool(FLAGS.model_config_file) == bool(FLAGS.model_name and FLAGS.model_base_path):
         raise InvalidInputError("give either --model_config_file or both --model_name and --model_base_path")
     configs = (read_model_config(FLAGS.model_config_file) if FLAGS.model_config_file
