@@ -137,11 +137,11 @@ def main(argv: list[str]) -> None:
         raise InvalidInputError("--search_benchmark times the latent search of dcgan and cgan")
     if not model.owns_optimizers:
         model.compile(optimizer=registry.make_optimizer(FLAGS.model, settings))
-    print(f"Benchmarking {FLAGS.model}: hidden_units={FLAGS.hidden_units} batch_size={FLAGS.batch_size} "
-          f"rank={FLAGS.rank}, {FLAGS.steps} steps after {FLAGS.warmup_steps} warm-up steps, "
+    shape = {"hidden_units": FLAGS.hidden_units, "rank": FLAGS.rank} if isinstance(model, RBM) else {}
+    print(f"Benchmarking {FLAGS.model}: {''.join(f'{k}={v} ' for k, v in shape.items())}"
+          f"batch_size={FLAGS.batch_size}, {FLAGS.steps} steps after {FLAGS.warmup_steps} warm-up steps, "
           f"{tf.config.threading.get_intra_op_parallelism_threads() or 'all'} intra-op threads")
-    result = {"model": FLAGS.model, "hidden_units": FLAGS.hidden_units, "batch_size": FLAGS.batch_size,
-              "rank": FLAGS.rank, "steps": FLAGS.steps}
+    result = {"model": FLAGS.model, **shape, "batch_size": FLAGS.batch_size, "steps": FLAGS.steps}
     if isinstance(model, RBM):
         result.update(benchmark_rbm(model, FLAGS.batch_size, FLAGS.steps, FLAGS.warmup_steps))
     else:
