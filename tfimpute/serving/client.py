@@ -278,12 +278,14 @@ def main(argv: list[str]) -> None:
     FLAGS = flags.FLAGS
     if not FLAGS.images or not FLAGS.masks or not FLAGS.output_dir:
         raise InvalidInputError("--images, --masks and --output_dir are required")
+    if FLAGS.timeout <= 0:
+        raise InvalidInputError(f"--timeout must be > 0 seconds, got {FLAGS.timeout}")
     images, names = read_digits(FLAGS.images, "images")
     mask, _ = read_digits(FLAGS.masks, "mask")
     images, mask = check_images_and_mask(images, mask)
     seeds = None if FLAGS.seed is None else FLAGS.seed + np.arange(len(images))
     server = FLAGS.server or DEFAULT_ADDRESS[FLAGS.protocol]
-    client = connect(FLAGS.protocol, server, FLAGS.model, FLAGS.version)
+    client = connect(FLAGS.protocol, server, FLAGS.model, FLAGS.version, timeout=FLAGS.timeout)
     try:
         imputed = client.impute(images, mask, seeds)
     except ServingError as error:
@@ -303,6 +305,7 @@ def define_flags() -> None:
     flags.DEFINE_string("server", None, "HOST:PORT; default 127.0.0.1:8501 (REST) or 127.0.0.1:8500 (gRPC).")
     flags.DEFINE_string("model", "lmrbm", "Served model name.")
     flags.DEFINE_integer("version", None, "Model version; default: the latest served.")
+    flags.DEFINE_float("timeout", 60.0, "Seconds to wait for an answer (DCGAN/CGAN search: ~1 s per digit on CPU).")
     flags.DEFINE_list("images", None, "PNG or .npy files of digits (comma-separated).")
     flags.DEFINE_list("masks", None, "PNG or .npy masks, one per digit, in the same order (1/white = observed).")
     flags.DEFINE_string("output_dir", None, "Where the imputed PNGs, imputed.npy and grid.png go.")
