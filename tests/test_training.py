@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from tfimpute import masks, training
+from tfimpute.models.dcgan import DCGAN
 from tfimpute.models.rbm import RBM
 from tfimpute.training import TrainingOptions, run_training
 
@@ -71,9 +72,15 @@ def test_resuming_after_an_epoch_equals_an_uninterrupted_run(digits, tmp_path):
         np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
 
 
-def test_interrupt_mid_epoch_checkpoints_and_resumes_exactly(digits, tmp_path, monkeypatch):
+def tiny_dcgan():
+    """Two Adam optimizers, batch-norm statistics and a flag set by `prepare`: all must resume."""
+    return DCGAN(latent_size=4, width=2, search_steps=1, search_restarts=1, seed=3)
+
+
+@pytest.mark.parametrize("make_model", [new_model, tiny_dcgan], ids=["lmrbm", "dcgan"])
+def test_interrupt_mid_epoch_checkpoints_and_resumes_exactly(digits, tmp_path, monkeypatch, make_model):
     images, mask = digits
-    straight, _ = train(tmp_path / "straight", images, mask)
+    straight, _ = train(tmp_path / "straight", images, mask, model=make_model())
 
     real_batches = training.distributed_epoch
 
@@ -85,9 +92,9 @@ def test_interrupt_mid_epoch_checkpoints_and_resumes_exactly(digits, tmp_path, m
 
     monkeypatch.setattr(training, "distributed_epoch", batches_with_ctrl_c)
     with pytest.raises(KeyboardInterrupt):
-        train(tmp_path / "resumed", images, mask)
+        train(tmp_path / "resumed", images, mask, model=make_model())
     monkeypatch.undo()
-    resumed, result = train(tmp_path / "resumed", images, mask)
+    resumed, result = train(tmp_path / "resumed", images, mask, model=make_model())
     assert result["epochs"] == 2
     for a, b in zip(straight.get_weights(), resumed.get_weights()):
         np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
