@@ -32,6 +32,12 @@ def _differences(old: Any, new: Any, prefix: str = "") -> list[str]:
     return [] if old == new else [f"{prefix.rstrip('.')}: {old!r} in the workdir, {new!r} now"]
 
 
+def _without_model_keys(config: dict[str, Any], keys: tuple[str, ...]) -> dict[str, Any]:
+    """``config`` with ``keys`` left out of its ``model_config``."""
+    model_config = {k: v for k, v in config.get("model_config", {}).items() if k not in keys}
+    return {**config, "model_config": model_config}
+
+
 def claim(workdir: str, config: dict[str, Any], adjustable: tuple[str, ...] = ()) -> list[str]:
     """Writes ``config`` to a new workdir, or checks that an existing run matches it.
 
@@ -44,13 +50,12 @@ def claim(workdir: str, config: dict[str, Any], adjustable: tuple[str, ...] = ()
         os.makedirs(workdir, exist_ok=True)
         write_json_atomically(os.path.join(workdir, CONFIG_FILE), config)
         return []
-    adjustable_prefixes = tuple(f"model_config.{key}:" for key in adjustable)
-    differences = _differences(existing, config)
-    fixed = [difference for difference in differences if not difference.startswith(adjustable_prefixes)]
+    fixed = _differences(_without_model_keys(existing, adjustable), _without_model_keys(config, adjustable))
     if fixed:
         raise WorkdirError(
             f"{workdir} holds a different run ({'; '.join(fixed)}); "
             "use a new --workdir or the original settings")
+    differences = _differences(existing, config)  # only adjustable keys are left to differ
     if differences:
         write_json_atomically(os.path.join(workdir, CONFIG_FILE), config)
     return differences

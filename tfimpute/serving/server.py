@@ -29,6 +29,7 @@ the same checks, so real TF Serving rejects the same requests. The server binds
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import dataclasses
 import http.server
 import json
@@ -36,7 +37,7 @@ import math
 import os
 import re
 import threading
-from typing import Any, Mapping
+from typing import Any, Iterator, Mapping
 
 from tfimpute import cli  # noqa: F401  (quiets TensorFlow's start-up logs; import first)
 
@@ -531,6 +532,19 @@ def _version_of(model_spec) -> int | None:
     return model_spec.version.value if model_spec.HasField("version") else None
 
 
+@contextlib.contextmanager
+def _aborting_on_error(context: grpc.ServicerContext) -> Iterator[None]:
+    """Ends the RPC with the TF Serving status of a failure: a ServingError's own code, anything
+    else INTERNAL with its cause (not gRPC's bare UNKNOWN). ``context.abort`` raises."""
+    try:
+        yield
+    except ServingError as error:
+        context.abort(error.code, error.message)
+    except Exception as exc:
+        error = internal(exc)
+        context.abort(error.code, error.message)
+
+
 class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
     """``Predict`` and ``GetModelMetadata``; Classify/Regress/MultiInference stay UNIMPLEMENTED."""
 
@@ -539,15 +553,10 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
         self.max_request_bytes = max_request_bytes
 
     def Predict(self, request, context):
-        try:
+        with _aborting_on_error(context):
             inputs = tensor_inputs(request.inputs, self.max_request_bytes)
             servable = self.repository.servable(request.model_spec.name, _version_of(request.model_spec))
             outputs = predict(servable, request.model_spec.signature_name, inputs, list(request.output_filter))
-        except ServingError as error:
-            context.abort(error.code, error.message)
-        except Exception as exc:  # INTERNAL with the cause, not gRPC's bare UNKNOWN
-            error = internal(exc)
-            context.abort(error.code, error.message)
         response = predict_pb2.PredictResponse()
         response.model_spec.name = request.model_spec.name
         response.model_spec.version.value = servable.version
@@ -557,16 +566,11 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
         return response
 
     def GetModelMetadata(self, request, context):
-        try:
+        with _aborting_on_error(context):
             if list(request.metadata_field) != ["signature_def"]:
                 raise invalid(f"Metadata field(s) {list(request.metadata_field)} not supported; "
                               "request exactly ['signature_def']")
             return self.repository.metadata(request.model_spec.name, _version_of(request.model_spec))
-        except ServingError as error:
-            context.abort(error.code, error.message)
-        except Exception as exc:
-            error = internal(exc)
-            context.abort(error.code, error.message)
 
 
 class ModelStatusServicer(model_service_pb2_grpc.ModelServiceServicer):
@@ -576,13 +580,8 @@ class ModelStatusServicer(model_service_pb2_grpc.ModelServiceServicer):
         self.repository = repository
 
     def GetModelStatus(self, request, context):
-        try:
+        with _aborting_on_error(context):
             return self.repository.status(request.model_spec.name, _version_of(request.model_spec))
-        except ServingError as error:
-            context.abort(error.code, error.message)
-        except Exception as exc:
-            error = internal(exc)
-            context.abort(error.code, error.message)
 
 
 # ---------------------------------------------------------------------------------------------- both
