@@ -1,5 +1,6 @@
 """MisGAN and the shared GAN machinery."""
 
+import json
 import os
 
 import keras
@@ -8,6 +9,9 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
+from test_cli import run
+from tfimpute import visualize
+from tfimpute import workdir as workdir_module
 from tfimpute.models import gan
 from tfimpute.models.misgan import MisGAN
 
@@ -111,3 +115,46 @@ def test_samples_and_masks_have_the_right_range():
     data, masks = tiny_misgan().sample(5, tf.constant([0, 1]))
     assert data.shape == masks.shape == (5, 28, 28, 1)
     assert float(tf.reduce_min(masks)) >= 0.0 and float(tf.reduce_max(masks)) <= 1.0
+
+
+def test_interpolation_runs_from_one_latent_to_the_other():
+    model = tiny_misgan()
+    start, end = model.draw_latents(2, tf.constant([3, 0])).numpy()
+    line = model.interpolate(tf.constant(start), tf.constant(end), steps=5).numpy()
+    assert line.shape == (5, 28, 28, 1)
+    np.testing.assert_allclose(line[0], model.generate(start[None]).numpy()[0], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(line[-1], model.generate(end[None]).numpy()[0], rtol=1e-5, atol=1e-6)
+    middle = model.generate(((start + end) / 2)[None]).numpy()[0]
+    np.testing.assert_allclose(line[2], middle, rtol=1e-5, atol=1e-6)
+
+
+def test_gan_report_measures_misgan_samples_and_masks(mnist_dir, classifier_dir, tmp_path):
+    workdir = str(tmp_path / "misgan")
+    trained = run("tfimpute.train", "--model=misgan", f"--data_dir={mnist_dir}", "--missing_rate=0.3",
+                  "--train_size=128", "--test_size=8", "--epochs=1", "--batch_size=32", "--latent_size=8",
+                  "--gan_width=2", "--imputer_units=16", f"--workdir={workdir}")
+    assert trained.returncode == 0, trained.stderr
+    reported = run("tfimpute.gan_report", f"--workdir={workdir}", f"--classifier_dir={classifier_dir}",
+                   "--samples=30", "--seed=4")
+    assert reported.returncode == 0, reported.stderr
+    result = json.loads(reported.stdout.strip().splitlines()[-1])
+    assert result["model"] == "misgan" and sum(result["predicted_class_counts"]) == 30
+    assert result["fid"] > 0 and len(result["interpolation_classes"]) == 9
+    assert "class_accuracy" not in result
+    # The missing fraction of the generated masks: 1 - mean of G_m's output over the same draws.
+    model, _ = workdir_module.load_trained(workdir)
+    _, masks = model.sample(30, tf.constant([4, 0]))
+    assert result["generated_missing_fraction"] == pytest.approx(1.0 - float(tf.reduce_mean(masks)), abs=1e-6)
+    for name in ("gan_report.json", "interpolation.png", "samples.png"):
+        assert os.path.getsize(os.path.join(workdir, name)) > 0
+
+
+def test_square_grid_places_image_k_in_row_k_mod_side():
+    images = np.stack([np.full((28, 28, 1), k / 8, np.float32) for k in range(9)])
+    grid = visualize.square_grid(images)
+    assert grid.shape == (3 * 30 + 2, 3 * 30 + 2, 3)
+    for k in range(9):
+        top, left = 2 + (k % 3) * 30, 2 + (k // 3) * 30
+        np.testing.assert_allclose(grid[top:top + 28, left:left + 28], k / 8)
+    with pytest.raises(ValueError, match="square number of images, got 8"):
+        visualize.square_grid(images[:8])

@@ -1,4 +1,4 @@
-"""What a trained DCGAN or CGAN generates: FID, class coverage, interpolation and class grid.
+"""What a trained DCGAN, CGAN or MisGAN generates: FID, class coverage, interpolation, grids.
 
     python -m tfimpute.gan_report --workdir=/work/runs/cgan \
         --classifier_dir=/work/runs/mnist_classifier
@@ -12,7 +12,11 @@ them with the project's MNIST classifier (``python -m tfimpute.train
 * ``predicted_class_counts``: how the classifier labels the samples (a collapsed
   generator piles them onto a few digits);
 * CGAN only: ``class_accuracy``, the fraction of samples of class c that the
-  classifier calls c, overall and per class.
+  classifier calls c, overall and per class;
+* MisGAN only: ``generated_missing_fraction``, the mean of 1 − G_m(ε) over as
+  many generated masks (compare with the training data's ``train_missing_fraction``
+  in ``metrics.json``). MisGAN never sees a complete digit, so its FID against
+  the complete training digits measures what it learnt from incomplete ones.
 
 Writes into ``--output_dir`` (default: the workdir) ``gan_report.json``,
 ``interpolation.png`` (9 digits along a straight latent line between two samples
@@ -36,44 +40,56 @@ from tfimpute import visualize, workdir
 from tfimpute.classifier import CLASSIFIER_DIR_ENV, FeatureFid
 from tfimpute.errors import InvalidInputError
 from tfimpute.models.dcgan import DCGAN
+from tfimpute.models.misgan import MisGAN
 from tfimpute.training import write_json_atomically
 
 FLAGS = flags.FLAGS
 REPORT_FILE = "gan_report.json"
 INTERPOLATION_STEPS = 9
 BATCH = 1000
+Generator = DCGAN | MisGAN
 
 
-def generate_samples(model: DCGAN, count: int, seed: int) -> tuple[np.ndarray, np.ndarray | None]:
-    """``count`` digits in batches (CGAN: labels 0, 1, ..., 9, 0, ... and those labels)."""
-    images, labels = [], None
+def generate_samples(model: Generator, count: int,
+                     seed: int) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+    """``count`` digits in batches; CGAN: of labels 0, 1, ..., 9, 0, ..., returned second;
+    MisGAN: its generated masks, returned third."""
+    images, masks, labels = [], [], None
     if model.num_classes:
         labels = np.arange(count, dtype=np.int32) % model.num_classes
     for start in range(0, count, BATCH):
         size = min(BATCH, count - start)
         batch_seed = tf.constant([seed, start])
-        if labels is None:
+        if isinstance(model, MisGAN):
+            digits, generated_masks = model.sample(size, batch_seed)
+            images.append(digits.numpy())
+            masks.append(generated_masks.numpy())
+        elif labels is None:
             images.append(model.sample(size, batch_seed).numpy())
         else:
             images.append(model.generate_labelled(tf.constant(labels[start:start + size]), batch_seed).numpy())
-    return np.concatenate(images), labels
+    return np.concatenate(images), labels, np.concatenate(masks) if masks else None
 
 
-def interpolation_ends(model: DCGAN, fid: FeatureFid, seed: int) -> tuple[np.ndarray, np.ndarray, int, int]:
-    """Two latents (and CGAN labels) whose digits the classifier puts in different classes."""
+def interpolation_ends(model: Generator, fid: FeatureFid, seed: int) -> tuple[np.ndarray, np.ndarray, int, int]:
+    """Two latents (and CGAN labels) whose digits the classifier puts in different classes; the
+    first two probe latents when all 64 probe digits fall in one class (a collapsed or barely
+    trained generator: ``predicted_class_counts`` shows it, the rest of the report stands)."""
     latents = model.draw_latents(tf.constant(64), tf.constant([seed, 1])).numpy()
     if model.num_classes:
         first, second = np.random.default_rng(seed).choice(model.num_classes, size=2, replace=False)
         return latents[0], latents[1], int(first), int(second)
     predicted = fid.classify(model.generate(tf.constant(latents)).numpy())
     different = np.flatnonzero(predicted != predicted[0])
-    if len(different) == 0:
-        raise InvalidInputError("all 64 probe samples fall in one class: the generator has collapsed")
-    return latents[0], latents[different[0]], int(predicted[0]), int(predicted[different[0]])
+    other = different[0] if len(different) else 1
+    if not len(different):
+        print(f"warning: all 64 probe samples are classified as {predicted[0]}; the interpolation "
+              "stays within that class")
+    return latents[0], latents[other], int(predicted[0]), int(predicted[other])
 
 
-def report(model: DCGAN, fid: FeatureFid, count: int, seed: int, output_dir: str) -> dict:
-    images, labels = generate_samples(model, count, seed)
+def report(model: Generator, fid: FeatureFid, count: int, seed: int, output_dir: str) -> dict:
+    images, labels, masks = generate_samples(model, count, seed)
     predicted = fid.classify(images)
     result = {"samples": count, "seed": seed, "fid": fid.fid(images),
               "fid_of_complete_test_digits": fid.info.get("fid_of_complete_test_digits"),
@@ -82,20 +98,26 @@ def report(model: DCGAN, fid: FeatureFid, count: int, seed: int, output_dir: str
         result["class_accuracy"] = float(np.mean(predicted == labels))
         result["class_accuracy_per_class"] = [float(np.mean(predicted[labels == c] == c))
                                               for c in range(model.num_classes)]
-        visualize.save_png(model.class_grid(), os.path.join(output_dir, "samples.png"))
+        grid = model.class_grid()
     else:
-        visualize.save_png(model.sample_grid(), os.path.join(output_dir, "samples.png"))
+        grid = model.sample_grid()
+    visualize.save_png(grid, os.path.join(output_dir, "samples.png"))
+    if masks is not None:
+        result["generated_missing_fraction"] = float(1.0 - masks.mean())
 
     start, end, start_class, end_class = interpolation_ends(model, fid, seed)
-    line = model.interpolate(tf.constant(start), tf.constant(end), start_class, end_class,
-                             INTERPOLATION_STEPS).numpy()
+    if model.num_classes:
+        line = model.interpolate(tf.constant(start), tf.constant(end), start_class, end_class,
+                                 INTERPOLATION_STEPS).numpy()
+    else:
+        line = model.interpolate(tf.constant(start), tf.constant(end), steps=INTERPOLATION_STEPS).numpy()
     visualize.save_png(visualize.image_grid([line]), os.path.join(output_dir, "interpolation.png"))
     result["interpolation_classes"] = fid.classify(line).tolist()
     return result
 
 
 def define_flags() -> None:
-    flags.DEFINE_string("workdir", None, "Training workdir of a dcgan or cgan model (required).")
+    flags.DEFINE_string("workdir", None, "Training workdir of a dcgan, cgan or misgan model (required).")
     flags.DEFINE_string("classifier_dir", None,
                         f"Trained MNIST classifier (python -m tfimpute.train --model=mnist_classifier); "
                         f"default: ${CLASSIFIER_DIR_ENV}.")
@@ -113,9 +135,9 @@ def main(argv: list[str]) -> None:
     if not classifier_dir:
         raise InvalidInputError(f"--classifier_dir (or ${CLASSIFIER_DIR_ENV}) is required")
     model, config = workdir.load_trained(FLAGS.workdir)
-    if not isinstance(model, DCGAN):
-        raise InvalidInputError(f"{FLAGS.workdir} holds a {config['model']} model; gan_report reads dcgan or "
-                                "cgan workdirs")
+    if not isinstance(model, (DCGAN, MisGAN)):
+        raise InvalidInputError(f"{FLAGS.workdir} holds a {config['model']} model; gan_report reads dcgan, "
+                                "cgan and misgan workdirs")
     if FLAGS.samples < model.num_classes:
         raise InvalidInputError(f"--samples must be >= {model.num_classes} (one per class) for {config['model']}")
     output_dir = FLAGS.output_dir or FLAGS.workdir

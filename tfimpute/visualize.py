@@ -32,6 +32,14 @@ def image_grid(rows: list[np.ndarray], masks: list[np.ndarray | None] | None = N
     return grid
 
 
+def square_grid(images: np.ndarray) -> np.ndarray:
+    """Tiles side² images [side², 28, 28, 1] into a side × side grid (image k at row k mod side)."""
+    side = int(round(np.sqrt(len(images))))
+    if side * side != len(images):
+        raise ValueError(f"square_grid needs a square number of images, got {len(images)}")
+    return image_grid([images[i::side] for i in range(side)])
+
+
 def save_png(grid: np.ndarray, path: str, scale: int = 3) -> None:
     """Writes an RGB float grid as an upscaled PNG, atomically."""
     image = Image.fromarray((np.clip(grid, 0.0, 1.0) * 255).astype(np.uint8))

@@ -113,10 +113,10 @@ class DCGAN(Imputer):
         """``steps`` digits along the straight line from latent ``start`` to ``end`` (seed 002 §2;
         DCGAN §6.1: smooth transitions mean the generator did not memorise); for CGAN the
         one-hot condition moves from ``start_label`` to ``end_label`` along with z."""
-        weights = tf.linspace(0.0, 1.0, steps)[:, None]
-        latent = (1.0 - weights) * start[None] + weights * end[None]
+        latent = gan.latent_line(start, end, steps)
         condition = None
         if self.num_classes:
+            weights = tf.linspace(0.0, 1.0, steps)[:, None]
             condition = ((1.0 - weights) * tf.one_hot(start_label, self.num_classes)[None]
                          + weights * tf.one_hot(end_label, self.num_classes)[None])
         return self.generate_from_condition(latent, condition)
@@ -170,8 +170,7 @@ class DCGAN(Imputer):
 
     def sample_grid(self) -> np.ndarray:
         """8 x 8 digits from fixed latents (the same every epoch, so grids show progress)."""
-        images = self.sample(GRID_SIDE * GRID_SIDE, tf.constant([0, 0])).numpy()
-        return visualize.image_grid([images[i::GRID_SIDE] for i in range(GRID_SIDE)])
+        return visualize.square_grid(self.sample(GRID_SIDE * GRID_SIDE, tf.constant([0, 0])).numpy())
 
     def end_of_epoch(self, epoch: int, epochs: int, train_logs: dict[str, float],
                      images: np.ndarray, mask: np.ndarray, workdir: str) -> None:

@@ -46,6 +46,7 @@ class MisGAN(Imputer):
     """MisGAN with convolutional generators and critics and a fully connected imputer."""
 
     owns_optimizers = True
+    num_classes = 0  # unconditional, like DCGAN: tfimpute.gan_report reads both
 
     def __init__(self, latent_size: int = 128, width: int = 64, imputer_units: int = 784,
                  tau: float = 0.0, alpha: float = 0.1, beta: float = 0.1, gamma: float = 0.0,
@@ -114,7 +115,12 @@ class MisGAN(Imputer):
 
     # -- the networks as functions ------------------------------------------------------------
 
-    def generate_data(self, latent: tf.Tensor) -> tf.Tensor:
+    def draw_latents(self, count: int | tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
+        """``count`` latents z ~ N(0, I), stateless in ``seed``."""
+        return tf.random.stateless_normal(tf.stack([tf.cast(count, tf.int32), self.latent_size]), seed)
+
+    def generate(self, latent: tf.Tensor) -> tf.Tensor:
+        """G_x: digits in [0, 1], [B, 28, 28, 1], from latents [B, latent_size]."""
         return tf.sigmoid(self.data_generator(latent, training=True))
 
     def generate_masks(self, latent: tf.Tensor) -> tf.Tensor:
@@ -150,7 +156,7 @@ class MisGAN(Imputer):
         """One gradient-penalty step for each of the three critics (replica context)."""
         batch_size = tf.shape(observed)[0]
         data_latent, mask_latent, noise, eps_data, eps_mask, eps_imputer = self._draws(batch_size, step, 0)
-        fake_data = self.generate_data(data_latent)
+        fake_data = self.generate(data_latent)
         fake_mask = self.generate_masks(mask_latent)
         imputed = self.complete(observed, mask, noise)
         return {
@@ -173,7 +179,7 @@ class MisGAN(Imputer):
         mask_variables = self.mask_generator.trainable_variables
         imputer_variables = self.imputer_network.trainable_variables
         with tf.GradientTape(persistent=True) as tape:
-            fake_data = self.generate_data(data_latent)
+            fake_data = self.generate(data_latent)
             fake_mask = self.generate_masks(mask_latent)
             data_loss = gan.generator_loss(self.data_critic, self.masked(fake_data, fake_mask))
             mask_loss = gan.generator_loss(self.mask_critic, fake_mask)
@@ -229,6 +235,13 @@ class MisGAN(Imputer):
     def sample(self, count: int | tf.Tensor, seed: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         """``count`` generated digits and masks (1 = observed), from latents drawn by ``seed``."""
         seeds = tf.random.experimental.stateless_split(tf.cast(seed, tf.int64), num=2)
-        shape = tf.stack([tf.cast(count, tf.int32), self.latent_size])
-        return (self.generate_data(tf.random.stateless_normal(shape, seeds[0])),
-                self.generate_masks(tf.random.stateless_normal(shape, seeds[1])))
+        return (self.generate(self.draw_latents(count, seeds[0])),
+                self.generate_masks(self.draw_latents(count, seeds[1])))
+
+    def sample_grid(self, side: int = 8) -> np.ndarray:
+        """side x side generated digits from fixed latents (the same every call)."""
+        return visualize.square_grid(self.sample(side * side, tf.constant([0, 0]))[0].numpy())
+
+    def interpolate(self, start: tf.Tensor, end: tf.Tensor, steps: int = 9) -> tf.Tensor:
+        """``steps`` digits along the straight line from latent ``start`` to ``end``."""
+        return self.generate(gan.latent_line(start, end, steps))
