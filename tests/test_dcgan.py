@@ -182,6 +182,17 @@ def test_end_of_epoch_writes_sample_grids(tmp_path):
         os.remove(tmp_path / "samples_epoch_0003.png")
 
 
+def test_cgan_interpolation_moves_latent_and_label_together():
+    model = tiny(CGAN)
+    start, end = model.draw_latents(tf.constant(2), tf.constant([5, 0])).numpy()
+    line = model.interpolate(tf.constant(start), tf.constant(end), 3, 7, steps=5).numpy()
+    np.testing.assert_allclose(line[0], model.generate(start[None], tf.constant([3])).numpy()[0], atol=1e-6)
+    np.testing.assert_allclose(line[-1], model.generate(end[None], tf.constant([7])).numpy()[0], atol=1e-6)
+    halfway = 0.5 * (tf.one_hot([3], 10) + tf.one_hot([7], 10))
+    np.testing.assert_allclose(line[2], model.generate_from_condition(((start + end) / 2)[None], halfway).numpy()[0],
+                               atol=1e-6)
+
+
 def test_cgan_signatures_check_labels_and_match_the_model(tmp_path):
     model = tiny(CGAN)
     signatures = tf.saved_model.load(export.export_model(model, str(tmp_path), "cgan")).signatures

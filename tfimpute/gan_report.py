@@ -81,8 +81,10 @@ def interpolation_ends(model: Generator, fid: FeatureFid, seed: int) -> tuple[np
         return latents[0], latents[1], int(first), int(second)
     predicted = fid.classify(model.generate(tf.constant(latents)).numpy())
     different = np.flatnonzero(predicted != predicted[0])
-    other = different[0] if len(different) else 1
-    if not len(different):
+    if len(different):
+        other = different[0]
+    else:
+        other = 1
         print(f"warning: all 64 probe samples are classified as {predicted[0]}; the interpolation "
               "stays within that class")
     return latents[0], latents[other], int(predicted[0]), int(predicted[other])

@@ -113,13 +113,11 @@ class DCGAN(Imputer):
         """``steps`` digits along the straight line from latent ``start`` to ``end`` (seed 002 §2;
         DCGAN §6.1: smooth transitions mean the generator did not memorise); for CGAN the
         one-hot condition moves from ``start_label`` to ``end_label`` along with z."""
-        latent = gan.latent_line(start, end, steps)
         condition = None
         if self.num_classes:
-            weights = tf.linspace(0.0, 1.0, steps)[:, None]
-            condition = ((1.0 - weights) * tf.one_hot(start_label, self.num_classes)[None]
-                         + weights * tf.one_hot(end_label, self.num_classes)[None])
-        return self.generate_from_condition(latent, condition)
+            condition = gan.straight_line(tf.one_hot(start_label, self.num_classes),
+                                          tf.one_hot(end_label, self.num_classes), steps)
+        return self.generate_from_condition(gan.straight_line(start, end, steps), condition)
 
     def discriminate(self, images: tf.Tensor, labels: tf.Tensor | None = None,
                      training: bool = False) -> tf.Tensor:

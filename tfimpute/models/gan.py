@@ -58,9 +58,10 @@ def generator_loss(critic: keras.Model, fake: tf.Tensor) -> tf.Tensor:
     return -replica_mean(critic_scores(critic, fake))
 
 
-def latent_line(start: tf.Tensor, end: tf.Tensor, steps: int) -> tf.Tensor:
-    """``steps`` latents evenly spaced on the straight line from ``start`` to ``end``, [steps, D]
-    (latent interpolation, seed 002 §2: smooth transitions mean the generator did not memorise)."""
+def straight_line(start: tf.Tensor, end: tf.Tensor, steps: int) -> tf.Tensor:
+    """``steps`` points evenly spaced on the straight line from vector ``start`` to ``end``,
+    [steps, D]: latents (and CGAN conditions) for latent interpolation (seed 002 §2: smooth
+    transitions mean the generator did not memorise)."""
     weights = tf.linspace(0.0, 1.0, steps)[:, None]
     return (1.0 - weights) * start[None] + weights * end[None]
 

@@ -244,4 +244,4 @@ class MisGAN(Imputer):
 
     def interpolate(self, start: tf.Tensor, end: tf.Tensor, steps: int = 9) -> tf.Tensor:
         """``steps`` digits along the straight line from latent ``start`` to ``end``."""
-        return self.generate(gan.latent_line(start, end, steps))
+        return self.generate(gan.straight_line(start, end, steps))
