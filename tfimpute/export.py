@@ -68,7 +68,7 @@ import tensorflow as tf
 import tfimpute
 from tfimpute.errors import InvalidInputError, TfImputeError
 from tfimpute.models.base import Imputer, default_seed
-from tfimpute.models.cgan import CGAN
+from tfimpute.models.cgan import CGAN, checked_classes
 from tfimpute.models.dcgan import DCGAN
 from tfimpute.models.generative import GenerativeImputer
 from tfimpute.models.misgan import MisGAN
@@ -108,12 +108,15 @@ def label_input() -> dict[str, tf.TensorSpec]:
 
 
 def checked_labels(labels: tf.Tensor, batch_like: tf.Tensor, num_classes: int) -> tf.Tensor:
-    checks = [tf.debugging.assert_equal(tf.shape(labels)[0], tf.shape(batch_like)[0],
-                                        message="labels must hold one value per example"),
-              tf.debugging.Assert(tf.reduce_all((labels >= 0) & (labels < num_classes)),
-                                  [f"labels: values must be classes 0..{num_classes - 1}"])]
-    with tf.control_dependencies(checks):
-        return tf.identity(labels)
+    one_per_example = tf.debugging.assert_equal(tf.shape(labels)[0], tf.shape(batch_like)[0],
+                                                message="labels must hold one value per example")
+    with tf.control_dependencies([one_per_example]):
+        return checked_classes(labels, num_classes)
+
+
+def per_row_seeds(seed: tf.Tensor) -> tf.Tensor:
+    """int32 [B, 2] search seeds (seed[i], 0): what ``model.impute(row i, seed=seed[i])`` uses."""
+    return tf.stack([seed, tf.zeros_like(seed)], axis=1)
 
 
 def seed_input() -> dict[str, tf.TensorSpec]:
@@ -284,17 +287,14 @@ def dcgan_signatures(model: DCGAN) -> dict[str, ServingSignature]:
     is batched (each digit's restarts depend on its own seed only).
     """
 
-    def row_seeds(seed: tf.Tensor) -> tf.Tensor:
-        return tf.stack([seed, tf.zeros_like(seed)], axis=1)
-
     def impute(images: tf.Tensor, mask: tf.Tensor) -> dict[str, tf.Tensor]:
         images, mask = checked_images_and_mask(images, mask)
         return {"imputed": model.latent_search(images * mask, mask,
-                                               row_seeds(tf.zeros(tf.shape(images)[:1], tf.int32)))}
+                                               per_row_seeds(tf.zeros(tf.shape(images)[:1], tf.int32)))}
 
     def impute_seeded(images: tf.Tensor, mask: tf.Tensor, seed: tf.Tensor) -> dict[str, tf.Tensor]:
         images, mask = checked_images_and_mask(images, mask)
-        return {"imputed": model.latent_search(images * mask, mask, row_seeds(checked_seed(seed, images)))}
+        return {"imputed": model.latent_search(images * mask, mask, per_row_seeds(checked_seed(seed, images)))}
 
     restarts = f"{model.search_restarts} restarts x {model.search_steps} Adam steps"
     return {DEFAULT_SIGNATURE: ServingSignature(image_inputs(), impute, f"latent search ({restarts}), seed 0"),
@@ -310,8 +310,8 @@ def cgan_signatures(model: CGAN) -> dict[str, ServingSignature]:
                            seed: tf.Tensor) -> dict[str, tf.Tensor]:
         images, mask = checked_images_and_mask(images, mask)
         labels = checked_labels(labels, images, model.num_classes)
-        seeds = tf.stack([checked_seed(seed, images), tf.zeros_like(seed)], axis=1)
-        return {"imputed": model.latent_search(images * mask, mask, seeds, labels)}
+        return {"imputed": model.latent_search(images * mask, mask, per_row_seeds(checked_seed(seed, images)),
+                                               labels)}
 
     def generate(labels: tf.Tensor, seed: tf.Tensor) -> dict[str, tf.Tensor]:
         labels = checked_labels(labels, seed, model.num_classes)

@@ -22,6 +22,15 @@ from tfimpute.models.dcgan import DCGAN, check_labels_known
 NUM_CLASSES = 10
 
 
+
+def checked_classes(labels: tf.Tensor, num_classes: int) -> tf.Tensor:
+    """``labels`` (int32), with a graph assertion that every one is a class 0..num_classes − 1."""
+    check = tf.debugging.Assert(tf.reduce_all((labels >= 0) & (labels < num_classes)),
+                                [f"labels: values must be classes 0..{num_classes - 1}"])
+    with tf.control_dependencies([check]):
+        return tf.identity(labels)
+
+
 class CGAN(DCGAN):
     """DCGAN conditioned on the MNIST class."""
 
@@ -39,11 +48,8 @@ class CGAN(DCGAN):
     def impute_with_labels(self, images: tf.Tensor, mask: tf.Tensor, labels: tf.Tensor,
                            seed: tf.Tensor) -> tf.Tensor:
         """Latent search with every restart of digit i conditioned on class ``labels[i]`` (0-9)."""
-        labels = tf.cast(labels, tf.int32)
-        check = tf.debugging.Assert(tf.reduce_all((labels >= 0) & (labels < self.num_classes)),
-                                    [f"labels: values must be classes 0..{self.num_classes - 1}"])
-        with tf.control_dependencies([check]):
-            return self.latent_search(images * mask, mask, self.row_seeds(seed, tf.shape(images)[0]), labels)
+        labels = checked_classes(tf.cast(labels, tf.int32), self.num_classes)
+        return self.latent_search(images * mask, mask, self.row_seeds(seed, tf.shape(images)[0]), labels)
 
     def class_grid(self, columns: int = 10) -> np.ndarray:
         """One row per class 0-9; column j uses the same latent in every row (style kept, class varied)."""
