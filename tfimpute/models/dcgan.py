@@ -179,10 +179,9 @@ class DCGAN(Imputer):
 
     # -- imputation by latent search (eq. 5.13) ------------------------------------------------
 
-    def search_losses(self, latent: tf.Tensor, targets: tf.Tensor, masks: tf.Tensor,
+    def search_losses(self, images: tf.Tensor, targets: tf.Tensor, masks: tf.Tensor,
                       labels: tf.Tensor | None) -> tf.Tensor:
-        """Eq. 5.13 per latent: ‖M ⊙ (G(z) − y)‖₁ + λ·log(1 − D(G(z))), [B]."""
-        images = self.generate(latent, labels)
+        """Eq. 5.13 per generated digit ``images`` = G(z): ‖M ⊙ (G(z) − y)‖₁ + λ·log(1 − D(G(z))), [B]."""
         contextual = tf.reduce_sum(tf.abs(masks * (images - targets)), axis=[1, 2, 3])
         seen = images * tf.where(self.trained_on_incomplete > 0.5, masks, tf.ones_like(masks))
         perceptual = -tf.nn.softplus(self.discriminate(seen, labels))  # log(1 − σ(logit))
@@ -224,7 +223,8 @@ class DCGAN(Imputer):
         def adam_step(step, latent, first_moment, second_moment):
             with tf.GradientTape() as tape:
                 tape.watch(latent)
-                loss = tf.reduce_sum(self.search_losses(latent, targets, masks, restart_labels))
+                loss = tf.reduce_sum(self.search_losses(self.generate(latent, restart_labels), targets, masks,
+                                                        restart_labels))
             gradient = tape.gradient(loss, latent)
             first_moment = beta_1 * first_moment + (1.0 - beta_1) * gradient
             second_moment = beta_2 * second_moment + (1.0 - beta_2) * tf.square(gradient)
@@ -237,8 +237,8 @@ class DCGAN(Imputer):
         zeros = tf.zeros_like(latent)
         _, latent, _, _ = tf.while_loop(lambda step, *_: step < self.search_steps, adam_step,
                                         (tf.constant(0), latent, zeros, zeros))
-        losses = tf.reshape(self.search_losses(latent, targets, masks, restart_labels), [batch, restarts])
         generated = self.generate(latent, restart_labels)
+        losses = tf.reshape(self.search_losses(generated, targets, masks, restart_labels), [batch, restarts])
         return tf.reshape(generated, tf.concat([[batch, restarts], tf.shape(generated)[1:]], 0)), losses
 
     def latent_search(self, observed: tf.Tensor, mask: tf.Tensor, row_seeds: tf.Tensor,

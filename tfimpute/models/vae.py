@@ -165,7 +165,7 @@ class VAE(GenerativeImputer):
             loss = replica_mean(terms["neg_elbo"])  # gradients summed over replicas: the batch mean's
         gradients = tape.gradient(loss, self.trainable_variables)
         self.optimizer.apply_gradients(zip(gradients, self.trainable_variables))
-        return {name: replica_mean(value) for name, value in terms.items()}
+        return {name: loss if name == "neg_elbo" else replica_mean(value) for name, value in terms.items()}
 
     # Imputation.
 
