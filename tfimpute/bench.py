@@ -27,7 +27,8 @@ imputers (``mean``, ``inpaint``) have no training step and are refused.
 
 ``--search_benchmark`` (DCGAN, CGAN) also times the latent-search imputation of
 ``--search_batch`` digits with the model's ``--search_restarts`` and
-``--search_steps`` (one compiled call, after a warm-up call): ``search_seconds``.
+``--search_steps`` (after a warm-up; ``Imputer.impute`` searches at most
+``max_impute_batch`` = 64 digits per compiled call): ``search_seconds``.
 """
 
 from __future__ import annotations

@@ -105,6 +105,8 @@ def train(model_name: str, mnist: Mnist, data: dict[str, Any], settings: dict[st
     strategy = strategy or tf.distribute.get_strategy()
     workdir_path = distribute.worker_workdir(strategy, workdir_path)
     registry.check_model_name(model_name)
+    if registry.CLASSES[model_name].owns_optimizers and settings.get("optimizer"):
+        raise InvalidInputError(f"--optimizer does not apply to {model_name}: it builds its own Adam optimizers")
     mnist, train_mask = training_dataset(mnist, data)
     test_mask = masks.generate_masks(data["missingness"], data["missing_rate"], len(mnist.test_images),
                                      data["mask_seed"] + 1, data["num_patches"])
@@ -118,8 +120,6 @@ def train(model_name: str, mnist: Mnist, data: dict[str, Any], settings: dict[st
     settings = dict(settings, expected_observed_units=784 * (1.0 - train_missing))
     with strategy.scope():
         model = registry.build_model(model_name, settings)
-        if model.owns_optimizers and settings.get("optimizer"):
-            raise InvalidInputError(f"--optimizer does not apply to {model_name}: it builds its own Adam optimizers")
         if not model.owns_optimizers:
             model.compile(optimizer=registry.make_optimizer(model_name, settings))
     training = {"batch_size": options.batch_size, "learning_rate": registry.learning_rate(model_name, settings),
