@@ -176,3 +176,11 @@ def test_a_finished_classifier_is_reused_only_with_its_settings(classifier_dir):
     with pytest.raises(WorkdirError, match=re.escape("(train_size: 600 in the directory, 300 now; "
                                                      "seed: 0 in the directory, 1 now)")):
         classifier.train_classifier(digits(300), classifier_dir, epochs=1, batch_size=64, seed=1)
+
+
+def test_one_pass_fid_and_classes_equal_the_separate_ones(mnist_dir, classifier_dir):
+    fid = FeatureFid(classifier_dir)
+    images = load_mnist(mnist_dir, 64, 300).test_images
+    distance, classes = fid.fid_and_classes(images)
+    assert distance == pytest.approx(fid.fid(images), rel=1e-6) and distance > 0
+    np.testing.assert_array_equal(classes, fid.classify(images))

@@ -153,6 +153,8 @@ class FeatureFid:
         self.classifier_dir = classifier_dir
         self.classifier = keras.models.load_model(os.path.join(classifier_dir, CLASSIFIER_FILE))
         self.extractor = feature_extractor(self.classifier)
+        self.features_and_probabilities = keras.Model(self.classifier.inputs,
+                                                      [self.extractor.output, self.classifier.output])
         with np.load(os.path.join(classifier_dir, REFERENCE_FILE)) as reference:
             self.reference_mean = reference["mean"]
             self.reference_covariance = reference["covariance"]
@@ -165,6 +167,15 @@ class FeatureFid:
         probabilities = self.classifier.predict(np.asarray(images, dtype=np.float32), batch_size=1000, verbose=0)
         return np.argmax(probabilities, axis=1)
 
+    def fid_and_classes(self, images: np.ndarray) -> tuple[float, np.ndarray]:
+        """:meth:`fid` and :meth:`classify` of the same images from one pass through the classifier."""
+        features, probabilities = self.features_and_probabilities.predict(
+            np.asarray(images, dtype=np.float32), batch_size=1000, verbose=0)
+        return self.fid_of_features(features), np.argmax(probabilities, axis=1)
+
     def fid(self, images: np.ndarray) -> float:
-        mean, covariance = metrics.feature_statistics(self.features(images))
+        return self.fid_of_features(self.features(images))
+
+    def fid_of_features(self, features: np.ndarray) -> float:
+        mean, covariance = metrics.feature_statistics(features)
         return metrics.frechet_distance(mean, covariance, self.reference_mean, self.reference_covariance)

@@ -92,8 +92,8 @@ def interpolation_ends(model: Generator, fid: FeatureFid, seed: int) -> tuple[np
 
 def report(model: Generator, fid: FeatureFid, count: int, seed: int, output_dir: str) -> dict:
     images, labels, masks = generate_samples(model, count, seed)
-    predicted = fid.classify(images)
-    result = {"samples": count, "seed": seed, "fid": fid.fid(images),
+    distance, predicted = fid.fid_and_classes(images)
+    result = {"samples": count, "seed": seed, "fid": distance,
               "fid_of_complete_test_digits": fid.info.get("fid_of_complete_test_digits"),
               "predicted_class_counts": np.bincount(predicted, minlength=10).tolist()}
     if labels is not None:
