@@ -15,17 +15,11 @@ import pytest
 import tensorflow as tf
 from conftest import CPU_REPLICAS
 from test_cli import run
+from zoo_support import tiny_model
 
 from tfimpute import distribute, masks, training
 from tfimpute.errors import InvalidInputError
-from tfimpute.models import registry
-from tfimpute.models.cgan import CGAN
-from tfimpute.models.dcgan import DCGAN
-from tfimpute.models.misgan import MisGAN
-from tfimpute.models.rbm import RBM
-from tfimpute.models.realnvp import RealNVP
 from tfimpute.models.replicas import StepDraws, replica_mean
-from tfimpute.models.vae import VAE
 from tfimpute.training import TrainingOptions, run_training
 
 RTOL, ATOL = 1e-4, 1e-6
@@ -45,25 +39,6 @@ def mirrored():
     return strategy_named("mirrored")
 
 
-def compiled(model, optimizer):
-    model.compile(optimizer=optimizer)
-    return model
-
-
-def sgd():
-    return keras.optimizers.SGD(learning_rate=0.05, momentum=0.5)  # momentum: state applied once
-
-
-BUILDERS = {
-    "lmrbm": lambda: compiled(RBM(hidden_units=16, seed=1), sgd()),
-    "rbm": lambda: compiled(RBM(hidden_units=16, linearized=False, rank=4, seed=1), sgd()),
-    "vae": lambda: compiled(VAE(latent_dim=2, hidden_units=[8], seed=1), keras.optimizers.Adam(1e-3)),
-    "realnvp": lambda: compiled(RealNVP(coupling_layers=2, hidden_units=8, hidden_layers=1, impute_steps=1,
-                                        train_fill_steps=2, seed=1), keras.optimizers.Adam(1e-3)),
-    "misgan": lambda: MisGAN(latent_size=8, width=4, imputer_units=16, critic_steps=2, seed=1),
-    "dcgan": lambda: DCGAN(latent_size=8, width=4, search_steps=1, search_restarts=1, seed=1),
-    "cgan": lambda: CGAN(latent_size=8, width=4, search_steps=1, search_restarts=1, seed=1),
-}
 STEPS = {"lmrbm": 2, "rbm": 2, "misgan": 2}  # two: momentum state; MisGAN's generator step
 
 
@@ -84,7 +59,7 @@ def trained(strategy_name, name, batch_size=7):
 def train_steps(strategy, name, data, steps):
     """``steps`` steps of a fresh model on the one global batch ``data``; returns it and the last logs."""
     with strategy.scope():
-        model = BUILDERS[name]()
+        model = tiny_model(name)
         model.build_optimizers()
         model.prepare(data)
     step = tf.function(lambda b: model.distributed_train_step(strategy, b))
@@ -119,8 +94,8 @@ def test_replicas_draw_and_average_what_one_device_does(mirrored):
     assert sum(float(m) for m in mean) == pytest.approx(float(single_mean)) == 3.0
 
 
-@pytest.mark.parametrize("name", sorted(BUILDERS))
-def test_mirrored_step_equals_single_device_step(mirrored, name):
+def check_mirrored_step_equals_single_device_step(mirrored, name):
+    """Run by the contract test (tests/test_contract.py) for every registered trainable model."""
     single, single_logs = trained("default", name)  # a global batch of 7: 4 + 3 rows on the replicas
     replicated, replicated_logs = trained("mirrored", name)
     assert replicated_logs.keys() == single_logs.keys()
@@ -128,7 +103,7 @@ def test_mirrored_step_equals_single_device_step(mirrored, name):
         assert replicated_logs[key] == pytest.approx(value, rel=RTOL, abs=ATOL), key
     assert_same_weights(single, replicated)
     assert any(not np.array_equal(w, v.numpy()) for w, v in zip(  # training moved the model
-        BUILDERS[name]().get_weights(), replicated.weights))
+        tiny_model(name).get_weights(), replicated.weights))
     for variable in replicated.weights:  # the replicas' copies agree exactly
         copies = [c.numpy() for c in mirrored.experimental_local_results(variable.value)]
         assert len(copies) == CPU_REPLICAS and all(np.array_equal(copies[0], c) for c in copies)
@@ -138,13 +113,11 @@ def test_mirrored_step_equals_single_device_step(mirrored, name):
 @pytest.mark.parametrize("writer,reader", [("mirrored", "default"), ("default", "mirrored")])
 def test_checkpoints_restore_across_strategies(name, writer, reader, tmp_path):
     written, _ = trained(writer, name)
-    optimizer = {} if written.owns_optimizers else {"optimizer": written.optimizer}
-    path = tf.train.Checkpoint(model=written, **optimizer).save(str(tmp_path / "ckpt"))
+    path = tf.train.Checkpoint(model=written).save(str(tmp_path / "ckpt"))
     with strategy_named(reader).scope():
-        restored = BUILDERS[name]()
+        restored = tiny_model(name)
         restored.build_optimizers()
-    optimizer = {} if restored.owns_optimizers else {"optimizer": restored.optimizer}
-    tf.train.Checkpoint(model=restored, **optimizer).restore(path).assert_consumed()
+    tf.train.Checkpoint(model=restored).restore(path).assert_consumed()
     assert_same_weights(written, restored, exact=True)
     assert restored.training_step_counter.numpy() == written.training_step_counter.numpy() > 0
 
@@ -155,7 +128,7 @@ def test_training_loop_resumes_a_mirrored_run_on_one_device(mirrored, tmp_path):
 
     def fit(strategy, workdir, epochs):
         with strategy.scope():
-            model = BUILDERS["lmrbm"]()
+            model = tiny_model("lmrbm")
         run_training(model, data, test.observed, test.mask, str(workdir),
                      TrainingOptions(**{**options.__dict__, "epochs": epochs}), {}, strategy=strategy)
         return model
@@ -178,7 +151,7 @@ def test_last_batch_smaller_than_the_replica_count_is_left_out(mirrored):
 def test_models_built_outside_the_strategy_scope_are_refused(mirrored, tmp_path):
     data = digits(7)
     with pytest.raises(InvalidInputError, match="strategy.scope"):
-        run_training(BUILDERS["lmrbm"](), data, data.observed, data.mask, str(tmp_path),
+        run_training(tiny_model("lmrbm"), data, data.observed, data.mask, str(tmp_path),
                      TrainingOptions(epochs=1, batch_size=7), {}, strategy=mirrored)
 
 
@@ -214,11 +187,6 @@ def test_train_cli_bad_strategy_gives_a_one_line_error(tmp_path):
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and errors[0].startswith("error: --strategy=tpu: no TPU found"), result.stderr
     assert "Traceback" not in result.stderr
-
-
-def test_every_registered_trainable_model_is_covered():
-    trainable = {name for name, cls in registry.CLASSES.items() if cls.trainable_imputer}
-    assert trainable <= set(BUILDERS)
 
 
 def test_workers_agree_only_when_every_replica_holds_the_same_position():

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from test_cli import run
-from tfimpute import classifier, evaluate, masks, metrics
+from tfimpute import classifier, evaluation, masks, metrics
 from tfimpute.classifier import FeatureFid
 from tfimpute.data import Mnist, load_mnist
 from tfimpute.errors import InvalidInputError, WorkdirError
@@ -58,15 +58,15 @@ def test_evaluate_writes_results_and_resumes_without_recomputing(mnist_dir, clas
     # As if interrupted while evaluating the second cell: only that one is computed again.
     (tmp_path / "cells" / "inpaint_square_0.6.json").unlink()
     evaluated = []
-    evaluate_cell = evaluate.evaluate_cell
+    evaluate_cell = evaluation.evaluate_cell
     monkeypatch.setattr(evaluate, "evaluate_cell", lambda cell, *args: evaluated.append(cell.name)
                         or evaluate_cell(cell, *args))
     monkeypatch.setattr(evaluate, "train", lambda *args: pytest.fail("a trained cell was trained again"))
-    cells = evaluate.plan_cells(["mean", "inpaint"], ["square"], [0.6])
-    settings = evaluate.EvaluationSettings(repeats=2, test_size=100, test_mask_seed=1000,
+    cells = evaluation.plan_cells(["mean", "inpaint"], ["square"], [0.6])
+    settings = evaluation.EvaluationSettings(repeats=2, test_size=100, test_mask_seed=1000,
                                            classifier_dir=classifier_dir)
     messages = []
-    resumed = evaluate.run_evaluation(cells, str(tmp_path), str(tmp_path), load_mnist(mnist_dir, 300, 100),
+    resumed = evaluation.run_evaluation(cells, str(tmp_path), str(tmp_path), load_mnist(mnist_dir, 300, 100),
                                       FeatureFid(classifier_dir), settings, None, results["settings"],
                                       log=messages.append)
     assert evaluated == ["inpaint_square_0.6"]
@@ -88,49 +88,49 @@ def test_bad_input_gives_a_one_line_error(classifier_dir, tmp_path):
                                            (["abc"], "'abc' is not a number")])
 def test_bad_rates_are_refused(rates, message):
     with pytest.raises(InvalidInputError, match=re.escape(f"--missing_rates: {message}")):
-        evaluate.parse_rates(rates)
+        evaluation.parse_rates(rates)
 
 
 def test_unknown_names_and_untrainable_cells_are_refused(tmp_path):
     with pytest.raises(InvalidInputError, match="unknown model 'nope'; choose one of"):
-        evaluate.plan_cells(["mean", "nope"], ["patch"], [0.3])
+        evaluation.plan_cells(["mean", "nope"], ["patch"], [0.3])
     with pytest.raises(InvalidInputError, match="unknown missingness 'blobs'"):
-        evaluate.plan_cells(["mean"], ["blobs"], [0.3])
-    settings = evaluate.EvaluationSettings(repeats=1, test_size=10, test_mask_seed=1000, classifier_dir="unused")
-    cell = evaluate.Cell("lmrbm", "patch", 0.6)
+        evaluation.plan_cells(["mean"], ["blobs"], [0.3])
+    settings = evaluation.EvaluationSettings(repeats=1, test_size=10, test_mask_seed=1000, classifier_dir="unused")
+    cell = evaluation.Cell("lmrbm", "patch", 0.6)
     with pytest.raises(WorkdirError, match="no trained lmrbm model"):
-        evaluate.check_cell(cell, str(tmp_path / cell.name), str(tmp_path), settings, training=None)
-    no_epochs = evaluate.TrainingRequest(data={"mask_seed": 0, "train_size": 50}, model_settings={},
+        evaluation.check_cell(cell, str(tmp_path / cell.name), str(tmp_path), settings, training=None)
+    no_epochs = evaluation.TrainingRequest(data={"mask_seed": 0, "train_size": 50}, model_settings={},
                                          options=TrainingOptions(epochs=0, batch_size=8))
     with pytest.raises(InvalidInputError, match="lmrbm cannot be trained with --epochs=0"):
-        evaluate.check_cell(cell, str(tmp_path / cell.name), str(tmp_path), settings, training=no_epochs)
-    mean_cell = evaluate.Cell("mean", "patch", 0.6)  # untrained imputers need no epochs
-    assert evaluate.check_cell(mean_cell, str(tmp_path / mean_cell.name), str(tmp_path), settings, no_epochs) == 50
+        evaluation.check_cell(cell, str(tmp_path / cell.name), str(tmp_path), settings, training=no_epochs)
+    mean_cell = evaluation.Cell("mean", "patch", 0.6)  # untrained imputers need no epochs
+    assert evaluation.check_cell(mean_cell, str(tmp_path / mean_cell.name), str(tmp_path), settings, no_epochs) == 50
 
 
 def test_unfinished_or_foreign_workdirs_are_refused(tmp_path):
-    settings = evaluate.EvaluationSettings(repeats=1, test_size=10, test_mask_seed=1000, classifier_dir="unused")
-    cell = evaluate.Cell("lmrbm", "independent", 0.3)
+    settings = evaluation.EvaluationSettings(repeats=1, test_size=10, test_mask_seed=1000, classifier_dir="unused")
+    cell = evaluation.Cell("lmrbm", "independent", 0.3)
     model_dir = tmp_path / cell.name
     model_dir.mkdir()
     config = {"model": "lmrbm", "data": {"missingness": "independent", "missing_rate": 0.3, "mask_seed": 0,
                                          "train_size": 50}}
     (model_dir / "config.json").write_text(json.dumps(config))
     with pytest.raises(WorkdirError, match="training has not finished"):  # it may be training elsewhere
-        evaluate.check_cell(cell, str(model_dir), str(tmp_path), settings, training=None)
+        evaluation.check_cell(cell, str(model_dir), str(tmp_path), settings, training=None)
     (model_dir / "metrics.json").write_text("{}")
-    assert evaluate.check_cell(cell, str(model_dir), str(tmp_path), settings, training=None) == 50
+    assert evaluation.check_cell(cell, str(model_dir), str(tmp_path), settings, training=None) == 50
     with pytest.raises(WorkdirError, match="not the cell rbm_independent_0.3"):
-        evaluate.check_cell(evaluate.Cell("rbm", "independent", 0.3), str(model_dir), str(tmp_path), settings, None)
-    clashing = evaluate.EvaluationSettings(repeats=1, test_size=10, test_mask_seed=0, classifier_dir="unused")
+        evaluation.check_cell(evaluation.Cell("rbm", "independent", 0.3), str(model_dir), str(tmp_path), settings, None)
+    clashing = evaluation.EvaluationSettings(repeats=1, test_size=10, test_mask_seed=0, classifier_dir="unused")
     with pytest.raises(ValueError, match="also a test mask seed"):
-        evaluate.check_cell(cell, str(model_dir), str(tmp_path), clashing, training=None)
+        evaluation.check_cell(cell, str(model_dir), str(tmp_path), clashing, training=None)
 
 
 def test_cell_directories_are_named_as_the_training_runs():
-    assert evaluate.Cell("lmrbm", "independent", 0.3).name == "lmrbm_independent_0.3"
-    assert evaluate.parse_rates(["0.3", ".6", "0.90"]) == [0.3, 0.6, 0.9]
-    assert [c.name for c in evaluate.plan_cells(["mean", "inpaint"], ["patch"], [0.9])] == \
+    assert evaluation.Cell("lmrbm", "independent", 0.3).name == "lmrbm_independent_0.3"
+    assert evaluation.parse_rates(["0.3", ".6", "0.90"]) == [0.3, 0.6, 0.9]
+    assert [c.name for c in evaluation.plan_cells(["mean", "inpaint"], ["patch"], [0.9])] == \
         ["mean_patch_0.9", "inpaint_patch_0.9"]
 
 
@@ -148,12 +148,12 @@ def comparable_cell_workdir(tmp_path, setting):
 @pytest.mark.parametrize("setting", ["complete_training_data", "binarize"])
 def test_models_trained_on_other_data_are_refused(tmp_path, setting):
     model_dir, config = comparable_cell_workdir(tmp_path, setting)
-    settings = evaluate.EvaluationSettings(repeats=1, test_size=10, test_mask_seed=1000, classifier_dir="unused")
-    cell = evaluate.Cell("realnvp", "independent", 0.6)
+    settings = evaluation.EvaluationSettings(repeats=1, test_size=10, test_mask_seed=1000, classifier_dir="unused")
+    cell = evaluation.Cell("realnvp", "independent", 0.6)
     with pytest.raises(WorkdirError, match=f"realnvp_independent_0.6: its model was trained with --{setting}"):
-        evaluate.check_cell(cell, model_dir, str(tmp_path), settings, training=None)
+        evaluation.check_cell(cell, model_dir, str(tmp_path), settings, training=None)
     with pytest.raises(WorkdirError, match=f"trained with --{setting}"):  # also when called as a library
-        evaluate.evaluate_cell(cell, None, config, None, settings, None)
+        evaluation.evaluate_cell(cell, None, config, None, settings, None)
 
 
 def test_a_model_trained_on_complete_data_gives_a_one_line_error(tmp_path):

@@ -10,7 +10,7 @@ import tensorflow as tf
 from PIL import Image
 
 from test_cli import run
-from tfimpute import visualize
+from tfimpute import callbacks, visualize
 from tfimpute import workdir as workdir_module
 from tfimpute.models import gan
 from tfimpute.models.misgan import MisGAN
@@ -41,8 +41,9 @@ def test_critic_step_with_gradient_penalty_matches_hand_computation():
 
 
 def tiny_misgan(**overrides):
-    settings = dict(latent_size=8, width=2, imputer_units=16, critic_steps=2, seed=0)
+    settings = dict(latent_size=8, gan_width=2, imputer_units=16, critic_steps=2, seed=0)
     model = MisGAN(**{**settings, **overrides})
+    model.compile()
     model.build_optimizers()
     return model
 
@@ -101,11 +102,13 @@ def test_same_seed_same_initial_weights():
     assert not np.array_equal(tiny_misgan().get_weights()[0], tiny_misgan(seed=1).get_weights()[0])
 
 
-def test_end_of_epoch_writes_sample_grids(tmp_path):
+def test_epoch_images_callback_writes_sample_grids(tmp_path):
     model = tiny_misgan()
-    images, mask = incomplete_batch()
-    with tf.summary.create_file_writer(str(tmp_path / "tb")).as_default():
-        model.end_of_epoch(3, 5, {}, images, mask, str(tmp_path))
+    callback = callbacks.EpochImages(str(tmp_path))
+    callback.set_model(model)
+    callback.set_params({"epochs": 5})
+    with tf.summary.create_file_writer(str(tmp_path / "tb")).as_default(step=1):
+        callback.on_epoch_end(2)
     grid = np.asarray(Image.open(tmp_path / "samples_epoch_0003.png"))
     assert grid.shape[0] > grid.shape[1] / 4 and grid.std() > 0  # four rows of eight digits, not blank
     assert os.listdir(tmp_path / "tb")

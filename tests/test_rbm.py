@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from tfimpute.errors import InvalidInputError
 from tfimpute.masks import IncompleteData
 from tfimpute.models.rbm import RBM
 
@@ -167,9 +168,18 @@ def test_constructor_rejects_bad_settings():
 def test_registry_rank_rule_of_thumb():
     from tfimpute.models import registry
 
-    settings = {"hidden_units": 64, "impute_mode": "mean_field", "seed": 0, "rank": "auto",
-                "expected_observed_units": 784 * 0.4}
-    assert registry.build_model("lmrbm", settings).rank == 64  # capped at the hidden layer size
-    assert registry.build_model("lmrbm", {**settings, "hidden_units": 4096}).rank == 314
-    assert registry.build_model("rbm", {**settings, "rank": "full"}).rank is None
-    assert registry.build_model("rbm", {**settings, "rank": "12"}).linearized is False
+    mask = np.zeros((10, 28, 28, 1), np.float32)
+    mask.reshape(10, -1)[:, :314] = 1.0  # 314 observed pixels per digit: 784 x 0.4 (rounded)
+    data = IncompleteData(observed=mask, mask=mask)
+    settings = {"hidden_units": 64, "impute_mode": "mean_field", "seed": 0, "rank": "auto"}
+
+    def build(name, settings):
+        spec = registry.get(name)
+        return spec.build(spec.cls.settings_for_data(settings, data))
+
+    assert build("lmrbm", settings).rank == 64  # capped at the hidden layer size
+    assert build("lmrbm", {**settings, "hidden_units": 4096}).rank == 314
+    assert build("rbm", {**settings, "rank": "full"}).rank is None
+    assert build("rbm", {**settings, "rank": "12"}).linearized is False
+    with pytest.raises(InvalidInputError, match="--rank must be"):
+        registry.get("rbm").build({"rank": "half"})

@@ -20,7 +20,7 @@ OPTIONS = TrainingOptions(epochs=2, batch_size=16, seed=0, eval_size=8, grid_siz
 
 def randomized_flow(**kwargs) -> RealNVP:
     """A tiny flow whose couplings are far from the identity (the output layers start at zero)."""
-    model = RealNVP(**{"coupling_layers": 4, "hidden_units": 8, "hidden_layers": 1, "seed": 1, **kwargs})
+    model = RealNVP(**{"coupling_layers": 4, "coupling_hidden_units": 8, "coupling_hidden_layers": 1, "seed": 1, **kwargs})
     rng = np.random.default_rng(0)
     for variable in model.trainable_variables:
         variable.assign(rng.normal(0.0, 0.2, variable.shape).astype(np.float32))
@@ -101,7 +101,7 @@ def test_bits_per_dim_and_dequantisation():
     bits_per_dim = model.bits_per_dim_batch(tf.constant(images), seed).numpy()
     np.testing.assert_allclose(bits_per_dim, expected, rtol=1e-6)
     # An untrained flow is the identity in logit space: exactly the logistic-normal density.
-    untrained = RealNVP(coupling_layers=2, hidden_units=4, hidden_layers=1)
+    untrained = RealNVP(coupling_layers=2, coupling_hidden_units=4, coupling_hidden_layers=1)
     squeezed = (1e-5 + (1 - 2e-5) * dequantized).reshape(4, -1).astype(np.float64)
     y = np.log(squeezed) - np.log1p(-squeezed)
     p = 1 / (1 + np.exp(-y))
@@ -110,7 +110,7 @@ def test_bits_per_dim_and_dequantisation():
 
 
 def test_map_imputation_keeps_observed_pixels_and_raises_the_density():
-    model = randomized_flow(impute_steps=20, impute_step_size=0.1)
+    model = randomized_flow(flow_impute_steps=20, flow_impute_step_size=0.1)
     images, mask = digits(n=3)
     start = model.map_impute(tf.constant(images * mask), tf.constant(mask), 0)
     imputed = model.impute(images * mask, mask)
@@ -133,8 +133,8 @@ def test_training_ignores_missing_values_and_checkpoints_every_variable(tmp_path
     assert np.any(altered.observed != zeroed.observed)
     models = []
     for name, train_data in (("a", zeroed), ("b", altered)):
-        model = RealNVP(coupling_layers=2, hidden_units=8, hidden_layers=1, impute_steps=2,
-                        train_fill_steps=2, seed=1)
+        model = RealNVP(coupling_layers=2, coupling_hidden_units=8, coupling_hidden_layers=1, flow_impute_steps=2,
+                        flow_train_fill_steps=2, seed=1)
         model.compile(optimizer=keras.optimizers.Adam(1e-3))
         run_training(model, train_data, images[32:], mask[32:], str(tmp_path / name), OPTIONS, {})
         models.append(model)
@@ -163,7 +163,7 @@ def test_complete_batches_train_on_the_likelihood_alone():
     np.testing.assert_allclose(float(logs["bits_per_dim"]), float(tf.reduce_mean(expected)), rtol=1e-6)
 
 
-@pytest.mark.parametrize("bad", [{"coupling_layers": 0}, {"impute_step_size": 0.0}, {"logit_alpha": 0.5}])
+@pytest.mark.parametrize("bad", [{"coupling_layers": 0}, {"flow_impute_step_size": 0.0}, {"logit_alpha": 0.5}])
 def test_bad_settings_are_rejected(bad):
     with pytest.raises(ValueError):
         RealNVP(**bad)

@@ -22,7 +22,7 @@ from PIL import Image
 from tensorflow_serving.config import model_server_config_pb2
 
 from serving_support import digits, rbm_sample, tiny_trained_rbm
-from tfimpute import export
+from tfimpute import savedmodel
 from tfimpute.serving import bench as serving_bench
 from tfimpute.serving import client as serving_client
 from tfimpute.serving import server as dev_server
@@ -50,7 +50,7 @@ def rbm():
 def config_file(rbm, tmp_path_factory) -> str:
     """A models.config serving the tiny LM-RBM, exported once for the module."""
     root = tmp_path_factory.mktemp("serving")
-    export.export_model(rbm, str(root / "export"), "lmrbm")
+    savedmodel.export_model(rbm, str(root / "export"), "lmrbm")
     return write_config(root / "models.config", {"lmrbm": str(root / "export" / "lmrbm")})
 
 
@@ -258,7 +258,7 @@ def test_repository_models_config_maps_to_export_dir():
 
 
 def test_a_new_version_dropped_in_is_served(rbm, tmp_path):
-    export.export_model(rbm, str(tmp_path / "export"), "lmrbm")
+    savedmodel.export_model(rbm, str(tmp_path / "export"), "lmrbm")
     config = dev_server.read_model_config(write_config(tmp_path / "models.config",
                                                        {"lmrbm": str(tmp_path / "export" / "lmrbm")}))
     images, mask = digits(2, seed=6)
@@ -266,7 +266,7 @@ def test_a_new_version_dropped_in_is_served(rbm, tmp_path):
     with dev_server.start_server(config, poll_seconds=0.2, rest_port=0, grpc_port=0) as server:
         client = make_client(server, "rest", {})
         np.testing.assert_allclose(client.impute(images, mask), rbm.impute(images, mask), atol=1e-6)
-        export.export_model(newer, str(tmp_path / "export"), "lmrbm")
+        savedmodel.export_model(newer, str(tmp_path / "export"), "lmrbm")
         deadline = time.monotonic() + 60
         while client.status()[0]["version"] != "2" and time.monotonic() < deadline:
             time.sleep(0.2)
@@ -281,7 +281,7 @@ def test_a_new_version_dropped_in_is_served(rbm, tmp_path):
 def test_polling_survives_a_base_path_vanishing_mid_scan(rbm, tmp_path, monkeypatch):
     """The base path is removed and recreated while the poller scans it; a version dropped in later is served."""
     base = tmp_path / "export" / "lmrbm"
-    export.export_model(rbm, str(tmp_path / "export"), "lmrbm")
+    savedmodel.export_model(rbm, str(tmp_path / "export"), "lmrbm")
     scan = dev_server.available_versions
     raced = threading.Event()
 
@@ -304,7 +304,7 @@ def test_polling_survives_a_base_path_vanishing_mid_scan(rbm, tmp_path, monkeypa
         assert raced.wait(30)
         np.testing.assert_allclose(client.impute(images, mask), rbm.impute(images, mask), atol=1e-6)
         shutil.copytree(tmp_path / "saved", base)
-        export.export_model(newer, str(tmp_path / "export"), "lmrbm")
+        savedmodel.export_model(newer, str(tmp_path / "export"), "lmrbm")
         deadline = time.monotonic() + 60
         while client.status()[0]["version"] != "2" and time.monotonic() < deadline:
             time.sleep(0.2)

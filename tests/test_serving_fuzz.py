@@ -16,7 +16,7 @@ from tensorflow_serving.apis import (get_model_metadata_pb2, predict_pb2, predic
                                      prediction_service_pb2_grpc)
 
 from serving_support import digits, tiny_trained_rbm
-from tfimpute import export
+from tfimpute import savedmodel
 from tfimpute.serving import client as serving_client
 from tfimpute.serving import server as dev_server
 from tfimpute.serving.status import ServingError
@@ -29,7 +29,7 @@ CLIENT_ERROR_CODES = {grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUN
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
     root = tmp_path_factory.mktemp("fuzz")
-    export.export_model(tiny_trained_rbm(), str(root), "lmrbm")
+    savedmodel.export_model(tiny_trained_rbm(), str(root), "lmrbm")
     server = dev_server.start_server(dev_server.single_model_config("lmrbm", str(root / "lmrbm")),
                                      poll_seconds=0, rest_port=0, grpc_port=0,
                                      max_request_bytes=MAX_REQUEST_BYTES)

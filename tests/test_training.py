@@ -74,7 +74,9 @@ def test_resuming_after_an_epoch_equals_an_uninterrupted_run(digits, tmp_path):
 
 def tiny_dcgan():
     """Two Adam optimizers, batch-norm statistics and a flag set by `prepare`: all must resume."""
-    return DCGAN(latent_size=4, width=2, search_steps=1, search_restarts=1, seed=3)
+    model = DCGAN(latent_size=4, gan_width=2, search_steps=1, search_restarts=1, seed=3)
+    model.compile()
+    return model
 
 
 @pytest.mark.parametrize("make_model", [new_model, tiny_dcgan], ids=["lmrbm", "dcgan"])

@@ -9,7 +9,7 @@ import pytest
 import tensorflow as tf
 from scipy import integrate, stats
 
-from tfimpute import masks, train, workdir
+from tfimpute import experiment, masks, workdir
 from tfimpute.data import Mnist
 from tfimpute.models import registry
 from tfimpute.models.vae import VAE, gaussian_kl
@@ -31,7 +31,7 @@ def digits(n=6, seed=1, rate=0.4):
 
 def randomized_vae(seed=0, **kwargs):
     """A small VAE whose weights (biases included) are all non-trivial."""
-    model = VAE(latent_dim=3, hidden_units=[5], seed=seed, **kwargs)
+    model = VAE(latent_dim=3, vae_hidden_units=[5], seed=seed, **kwargs)
     rng = np.random.default_rng(seed)
     for variable in model.trainable_variables:
         variable.assign(rng.normal(0.0, 0.3, variable.shape).astype(np.float32))
@@ -57,7 +57,7 @@ def test_kl_sums_over_latent_dimensions():
 
 def test_elbo_of_a_fixed_toy_model_by_hand():
     # Encoder: constant q(z | x) = N((1, -2), diag(1, 4)); decoder: every pixel p = 0.5.
-    model = VAE(latent_dim=2, hidden_units=[4])
+    model = VAE(latent_dim=2, vae_hidden_units=[4])
     for variable in model.trainable_variables:
         variable.assign(tf.zeros_like(variable))
     model.encoder.layers[-1].bias.assign([1.0, -2.0, 0.0, np.log(4.0)])
@@ -125,7 +125,7 @@ def test_importance_imputation_matches_explicit_self_normalised_weights():
 
 @pytest.mark.parametrize("mode", ["importance", "pseudo_gibbs"])
 def test_imputation_keeps_observed_pixels_and_is_reproducible(mode):
-    model = randomized_vae(impute_mode=mode, impute_samples=4, gibbs_steps=3)
+    model = randomized_vae(vae_impute_mode=mode, vae_impute_samples=4, vae_gibbs_steps=3)
     images, mask = digits()
     first = model.impute(images * mask, mask, seed=5)
     np.testing.assert_array_equal(first[mask > 0], images[mask > 0])
@@ -134,7 +134,7 @@ def test_imputation_keeps_observed_pixels_and_is_reproducible(mode):
 
 
 def test_config_round_trip_rebuilds_the_initial_weights():
-    model = VAE(latent_dim=2, hidden_units=[6, 4], seed=3)
+    model = VAE(latent_dim=2, vae_hidden_units=[6, 4], seed=3)
     rebuilt = VAE.from_config(model.get_config())
     for a, b in zip(model.get_weights(), rebuilt.get_weights()):
         np.testing.assert_array_equal(a, b)
@@ -150,7 +150,7 @@ def test_training_ignores_missing_values_and_writes_curves_samples_and_manifold(
     assert np.any(altered.observed != zeroed.observed)
     models = []
     for name, train_data in (("a", zeroed), ("b", altered)):
-        model = VAE(latent_dim=2, hidden_units=[8], impute_samples=3, seed=1)
+        model = VAE(latent_dim=2, vae_hidden_units=[8], vae_impute_samples=3, seed=1)
         model.compile(optimizer=keras.optimizers.Adam(1e-2))
         run_training(model, train_data, images[50:], mask[50:], str(tmp_path / name), OPTIONS, {})
         models.append(model)
@@ -183,13 +183,13 @@ def test_train_cli_function_with_binarised_complete_data_and_resume(tmp_path):
                 "learning_rate": 1e-3, "momentum": 0.0, "optimizer": None}  # None: the model's default
     options = TrainingOptions(epochs=1, batch_size=32, eval_size=8, grid_size=4)
     workdir = str(tmp_path / "run")
-    result = train.train("vae", mnist, data, settings, options, workdir)
+    result = experiment.train("vae", mnist, data, settings, options, workdir)
     assert result["epochs"] == 1 and result["train_missing_fraction"] == 0.0
     assert result["binarize"] is True and 0.5 < result["test_missing_fraction"] < 0.7
     with open(os.path.join(workdir, "config.json")) as f:
         config = json.load(f)
-    assert config["training"]["optimizer"] == "adam" and config["model_config"]["hidden_units"] == [8]
-    resumed = train.train("vae", mnist, data, settings, TrainingOptions(**{**options.__dict__, "epochs": 2}),
+    assert config["model_config"]["optimizer"] == "adam" and config["model_config"]["vae_hidden_units"] == [8]
+    resumed = experiment.train("vae", mnist, data, settings, TrainingOptions(**{**options.__dict__, "epochs": 2}),
                           workdir)
     assert resumed["epochs"] == 2
 
@@ -201,26 +201,29 @@ RBM_SETTINGS = {"hidden_units": 4, "rank": "full", "impute_mode": "mean_field", 
 @pytest.mark.parametrize("name,settings,optimizer", [
     ("vae", {"latent_dim": 2, "vae_hidden_units": [4], "learning_rate": 1e-3, "momentum": 0.0},
      keras.optimizers.Adam),
-    ("rbm", dict(RBM_SETTINGS, expected_observed_units=300.0), keras.optimizers.SGD),
+    ("rbm", RBM_SETTINGS, keras.optimizers.SGD),
     ("vae", {"latent_dim": 2, "vae_hidden_units": [4], "learning_rate": 1e-3, "momentum": 0.0,
              "optimizer": "sgd"}, keras.optimizers.SGD),
 ])
-def test_each_model_has_its_default_optimizer(name, settings, optimizer):
-    settings = dict(settings)
-    assert type(registry.make_optimizer(name, settings)) is optimizer
+def test_each_model_compiles_with_its_default_optimizer(name, settings, optimizer):
+    model = registry.get(name).build(settings)
+    model.compile()
+    assert type(model.optimizer) is optimizer
+    assert float(model.optimizer.learning_rate) == pytest.approx(1e-3)
 
 
-def test_rbms_default_to_sgd_without_recording_it(tmp_path):
-    """RBM workdirs trained before --optimizer existed record none, and must still resume."""
+def test_rbms_default_to_sgd_and_resume(tmp_path):
+    """The RBM's optimizer settings are model settings (SGD by default); a resumed run restores them."""
     rng = np.random.default_rng(0)
     mnist = Mnist(train_images=rng.random((32, 28, 28, 1)).astype(np.float32), train_labels=np.zeros(32, np.int64),
                   test_images=rng.random((8, 28, 28, 1)).astype(np.float32), test_labels=np.zeros(8, np.int64))
     data = {"train_size": 32, "test_size": 8, "missingness": "independent", "missing_rate": 0.6,
             "mask_seed": 0, "num_patches": 8}
     options = TrainingOptions(epochs=1, batch_size=16, eval_size=8, grid_size=4)
-    train.train("rbm", mnist, data, RBM_SETTINGS, options, str(tmp_path))
+    experiment.train("rbm", mnist, data, RBM_SETTINGS, options, str(tmp_path))
     with open(tmp_path / "config.json") as f:
-        assert "optimizer" not in json.load(f)["training"]
-    resumed = train.train("rbm", mnist, data, RBM_SETTINGS, TrainingOptions(**{**options.__dict__, "epochs": 2}),
+        config = json.load(f)
+    assert config["model_config"]["optimizer"] == "sgd" and config["training"] == {"batch_size": 16, "seed": 0}
+    resumed = experiment.train("rbm", mnist, data, RBM_SETTINGS, TrainingOptions(**{**options.__dict__, "epochs": 2}),
                           str(tmp_path))
     assert resumed["epochs"] == 2

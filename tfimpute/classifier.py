@@ -34,7 +34,7 @@ import numpy as np
 from tfimpute import metrics
 from tfimpute.data import Mnist
 from tfimpute.errors import WorkdirError
-from tfimpute.training import write_json_atomically
+from tfimpute.files import write_json_atomically
 
 MODEL_NAME = "mnist_classifier"
 CLASSIFIER_DIR_ENV = "TFIMPUTE_CLASSIFIER_DIR"

@@ -1,7 +1,10 @@
-"""Flags and helpers shared by the command-line programs (train, bench, evaluate, export).
+"""Flags and helpers shared by the command-line programs (train, bench, evaluate, export, ...).
 
-Importing this module quiets TensorFlow's C++ start-up logs unless the user set
-TF_CPP_MIN_LOG_LEVEL; it must therefore be imported before TensorFlow by CLIs.
+Importing this module imports TensorFlow with its C++ start-up lines silenced (the oneDNN,
+CUDA-driver, ``cuInit`` and "rebuild TensorFlow" lines every program would otherwise print):
+standard error is pointed at /dev/null while TensorFlow loads and looks for devices. Asked
+for with ``--verbosity=1`` (or ``-v 1``), or with TF_CPP_MIN_LOG_LEVEL set, nothing is silenced.
+It must therefore be imported by programs before TensorFlow; library modules never import it.
 """
 
 from __future__ import annotations
@@ -10,12 +13,39 @@ import os
 import sys
 from typing import Any, Callable
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+def _verbose_requested(argv: list[str]) -> bool:
+    return "TF_CPP_MIN_LOG_LEVEL" in os.environ or any(
+        arg.startswith("--verbosity") or arg == "-v" or arg.startswith("-v=") for arg in argv[1:])
+
+
+def _import_tensorflow_quietly() -> None:
+    """Imports TensorFlow and lists its devices with file descriptor 2 on /dev/null."""
+    if _verbose_requested(sys.argv):
+        return
+    os.environ["TF_CPP_MIN_LOG_LEVEL"] = "2"
+    sys.stderr.flush()
+    saved = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        import tensorflow as tf
+
+        tf.config.list_physical_devices()  # loads the device plug-ins (CUDA's cuInit) now, silenced
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
+_import_tensorflow_quietly()
 
 from absl import flags  # noqa: E402
 
 from tfimpute import masks  # noqa: E402
 from tfimpute.errors import InvalidInputError, TfImputeError  # noqa: E402
+from tfimpute.models import registry  # noqa: E402  (importing the package registers every model)
+from tfimpute.models.registry import Field  # noqa: E402
 
 FLAGS = flags.FLAGS
 
@@ -43,96 +73,95 @@ def define_data_flags() -> None:
 
 
 def define_model_flags() -> None:
-    flags.DEFINE_string("model", "lmrbm", "Model name (lmrbm, rbm, misgan, dcgan, cgan, vae, realnvp, mean, inpaint; "
+    """``--model`` and one flag per model setting (:mod:`tfimpute.models.registry`)."""
+    flags.DEFINE_string("model", "lmrbm", f"Model name ({', '.join(registry.names())}; "
                         "tfimpute.train also takes mnist_classifier).")
-    define_hyperparameter_flags()
+    define_setting_flags()
 
 
-def define_hyperparameter_flags() -> None:
-    """Every flag :func:`model_settings` reads (evaluate trains missing cells with them)."""
-    flags.DEFINE_integer("hidden_units", 4096, "RBM hidden units (paper: 4096).")
-    flags.DEFINE_string("rank", "full",
-                        "RBM weight rank: 'full', 'auto' (expected number of observed pixels, the "
-                        "paper's rule of thumb) or an integer.")
-    flags.DEFINE_enum("impute_mode", "mean_field", ["mean_field", "sample"],
-                      "RBM imputation: probabilities throughout, or a sampled hidden layer.")
+TRAINING_FLAGS = ("batch_size", "seed")  # the training loop's; ``seed`` also seeds the models
+
+
+def define_training_flags() -> None:
+    """The flags of the shared training loop (not model settings)."""
     flags.DEFINE_integer("batch_size", 128, "Minibatch size (paper: 128).")
-    flags.DEFINE_float("learning_rate", None, "Learning rate; default: the model's own (RBMs 1e-4 on "
-                       "batch-summed updates as the paper, VAE/RealNVP 1e-3, MisGAN 1e-4, DCGAN/CGAN 2e-4).")
-    flags.DEFINE_float("momentum", 0.0, "SGD momentum (paper: none).")
-    flags.DEFINE_enum("optimizer", None, ["sgd", "adam"], "Optimizer; default: adam for vae/realnvp, else sgd.")
     flags.DEFINE_integer("seed", 0, "Seed of initialisation, shuffling and training draws.")
-    define_likelihood_model_flags()
-    define_gan_flags()
 
 
-def define_gan_flags() -> None:
-    """Flags of the GANs (MisGAN defaults: its paper's footnote-1 settings)."""
-    flags.DEFINE_integer("latent_size", None, "GAN latent vector size; default: the model's own "
-                         "(MisGAN 128, DCGAN/CGAN 100).")
-    flags.DEFINE_integer("gan_width", None, "Channels of the first discriminator/critic convolution; "
-                         "default: the model's own (MisGAN 64, DCGAN/CGAN 32).")
-    flags.DEFINE_integer("imputer_units", 784, "Units in each of MisGAN's three imputer layers.")
-    flags.DEFINE_float("misgan_tau", 0.0, "MisGAN τ: value given to missing pixels seen by the critic.")
-    flags.DEFINE_float("misgan_alpha", 0.1, "MisGAN α: weight of the data loss in the mask generator's.")
-    flags.DEFINE_float("misgan_beta", 0.1, "MisGAN β: weight of the imputer game in the data generator's.")
-    flags.DEFINE_float("misgan_gamma", 0.0, "MisGAN γ: weight of the imputer's observed-pixel loss.")
-    flags.DEFINE_float("gradient_penalty", 10.0, "WGAN-GP gradient penalty weight λ.")
-    flags.DEFINE_integer("critic_steps", 5, "Critic updates per generator update.")
-    flags.DEFINE_float("imputer_learning_rate", 2e-4, "MisGAN imputer and imputer-critic learning rate.")
-    flags.DEFINE_integer("search_steps", 100, "DCGAN/CGAN imputation: Adam steps of the latent search (eq. 5.13).")
-    flags.DEFINE_integer("search_restarts", 16, "DCGAN/CGAN imputation: starting latents per digit (see "
-                         "--search_temperature for how their results are combined).")
-    flags.DEFINE_float("search_weight", 0.003, "DCGAN/CGAN imputation: λ, weight of log(1 − D(G(z))) in eq. 5.13.")
-    flags.DEFINE_float("search_learning_rate", 0.05, "DCGAN/CGAN imputation: Adam step size on z.")
-    flags.DEFINE_float("search_temperature", 0.0,
-                       "DCGAN/CGAN imputation: 0 fills a digit from its lowest-loss restart (eq. 5.13, "
-                       "sharp); T > 0 averages the restarts weighted by softmax(−loss / T) (lower RMSE, "
-                       "blurrier). The search flags may change on a trained workdir.")
+def _setting_fields() -> dict[str, list[tuple[str, Field]]]:
+    """Every setting name -> the (model, field) pairs that have it."""
+    fields: dict[str, list[tuple[str, Field]]] = {}
+    for spec in registry.specs():
+        for name, field in spec.fields.items():
+            fields.setdefault(name, []).append((spec.name, field))
+    return fields
 
 
-def define_likelihood_model_flags() -> None:
-    """Flags of the VAE and RealNVP (seed 002, sections 1 and 3)."""
-    flags.DEFINE_integer("latent_dim", 20, "VAE latent dimensions (seed: 20; 2 for the manifold plot).")
-    flags.DEFINE_list("vae_hidden_units", ["512", "512"],
-                      "VAE encoder hidden layer widths (the decoder mirrors them).")
-    flags.DEFINE_enum("vae_impute_mode", "importance", ["importance", "pseudo_gibbs"],
-                      "VAE imputation: self-normalised importance sampling (MIWAE) or pseudo-Gibbs.")
-    flags.DEFINE_integer("vae_impute_samples", 100, "VAE importance samples per digit for imputation.")
-    flags.DEFINE_integer("vae_gibbs_steps", 10, "VAE pseudo-Gibbs iterations for imputation.")
-    flags.DEFINE_integer("coupling_layers", 8, "RealNVP affine coupling layers.")
-    flags.DEFINE_integer("coupling_hidden_units", 1024,
-                         "Width of the hidden layers of each RealNVP coupling network.")
-    flags.DEFINE_integer("coupling_hidden_layers", 2, "Hidden layers of each RealNVP coupling network.")
-    flags.DEFINE_integer("flow_impute_steps", 100,
-                         "RealNVP imputation: gradient-ascent steps on log p over the missing pixels.")
-    flags.DEFINE_float("flow_impute_step_size", 0.05, "RealNVP imputation: Adam step size (logit units).")
-    flags.DEFINE_integer("flow_train_fill_steps", 10,
-                         "RealNVP on incomplete data: ascent steps that fill a batch's missing pixels "
-                         "with the model's own MAP imputation before each update.")
+def _flag_default(value: Any) -> Any:
+    return [str(item) for item in value] if isinstance(value, (list, tuple)) else value
 
 
-def model_settings() -> dict[str, Any]:
-    """The flag values model builders read."""
-    return {"hidden_units": FLAGS.hidden_units, "rank": FLAGS.rank, "impute_mode": FLAGS.impute_mode,
-            "seed": FLAGS.seed, "learning_rate": FLAGS.learning_rate, "momentum": FLAGS.momentum,
-            "optimizer": FLAGS.optimizer, "latent_dim": FLAGS.latent_dim,
-            "vae_hidden_units": list(FLAGS.vae_hidden_units),
-            "vae_impute_mode": FLAGS.vae_impute_mode, "vae_impute_samples": FLAGS.vae_impute_samples,
-            "vae_gibbs_steps": FLAGS.vae_gibbs_steps, "coupling_layers": FLAGS.coupling_layers,
-            "coupling_hidden_units": FLAGS.coupling_hidden_units,
-            "coupling_hidden_layers": FLAGS.coupling_hidden_layers,
-            "flow_impute_steps": FLAGS.flow_impute_steps,
-            "flow_impute_step_size": FLAGS.flow_impute_step_size,
-            "flow_train_fill_steps": FLAGS.flow_train_fill_steps,
-            "latent_size": FLAGS.latent_size, "gan_width": FLAGS.gan_width,
-            "imputer_units": FLAGS.imputer_units, "misgan_tau": FLAGS.misgan_tau,
-            "misgan_alpha": FLAGS.misgan_alpha, "misgan_beta": FLAGS.misgan_beta,
-            "misgan_gamma": FLAGS.misgan_gamma, "gradient_penalty": FLAGS.gradient_penalty,
-            "critic_steps": FLAGS.critic_steps, "imputer_learning_rate": FLAGS.imputer_learning_rate,
-            "search_steps": FLAGS.search_steps, "search_restarts": FLAGS.search_restarts,
-            "search_weight": FLAGS.search_weight, "search_learning_rate": FLAGS.search_learning_rate,
-            "search_temperature": FLAGS.search_temperature}
+def define_setting_flags() -> None:
+    """One flag per model setting, named as the setting; a setting shared by several models is one
+    flag whose default, when the models differ, is None ("the model's own"). Flags already defined
+    (``--seed``, a training flag too) are shared as they are."""
+    for name, owners in _setting_fields().items():
+        if name in FLAGS:
+            continue
+        field = owners[0][1]
+        defaults = {model: _flag_default(f.default) for model, f in owners}
+        if len({repr(d) for d in defaults.values()}) == 1:
+            default, suffix = defaults[owners[0][0]], ""
+        else:
+            default = None
+            suffix = " Default: the model's own (" + ", ".join(f"{m} {d}" for m, d in defaults.items()) + ")."
+        help_text = field.help + suffix
+        if field.choices:
+            flags.DEFINE_enum(name, default, list(field.choices), help_text)
+        elif isinstance(field.default, bool):
+            flags.DEFINE_boolean(name, default, help_text)
+        elif isinstance(field.default, int):
+            flags.DEFINE_integer(name, default, help_text)
+        elif isinstance(field.default, float):
+            flags.DEFINE_float(name, default, help_text)
+        elif isinstance(field.default, (list, tuple)):
+            flags.DEFINE_list(name, default, help_text)
+        else:
+            flags.DEFINE_string(name, default, help_text)
+
+
+def _parsed(field: Field, value: Any) -> Any:
+    """A flag's value as the model's constructor takes it (lists of numbers from ``DEFINE_list``)."""
+    if isinstance(field.default, (list, tuple)) and value is not None:
+        kind = type(field.default[0]) if field.default else str
+        try:
+            return [kind(item) for item in value]
+        except ValueError:
+            raise InvalidInputError(f"--{field.name}: {','.join(value)} is not a list of "
+                                    f"{kind.__name__} values") from None
+    return value
+
+
+def settings_from_flags(spec: registry.ModelSpec) -> dict[str, Any]:
+    """The settings of model ``spec`` as the flags give them (None: the model's own default)."""
+    return {name: _parsed(field, FLAGS[name].value) for name, field in spec.fields.items()}
+
+
+def all_settings_from_flags() -> dict[str, Any]:
+    """Every setting flag's value (for programs that build several models, e.g. evaluate)."""
+    return {name: _parsed(owners[0][1], FLAGS[name].value) for name, owners in _setting_fields().items()}
+
+
+def check_settings_apply(spec: registry.ModelSpec) -> None:
+    """Refuses a setting flag given explicitly that model ``spec`` does not have."""
+    given = [name for name in _setting_fields()
+             if FLAGS[name].present and name not in spec.fields and name not in TRAINING_FLAGS]
+    if given:
+        owners = _setting_fields()[given[0]]
+        raise InvalidInputError(
+            f"--{given[0]} does not apply to {spec.name} (it is a setting of "
+            f"{', '.join(model for model, _ in owners)}); {spec.name}'s settings: "
+            f"{', '.join('--' + name for name in spec.fields) or 'none'}")
 
 
 def quiet_logs() -> None:

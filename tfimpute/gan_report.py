@@ -39,39 +39,36 @@ from absl import app, flags
 from tfimpute import visualize, workdir
 from tfimpute.classifier import CLASSIFIER_DIR_ENV, FeatureFid
 from tfimpute.errors import InvalidInputError
-from tfimpute.models.dcgan import DCGAN
-from tfimpute.models.misgan import MisGAN
-from tfimpute.training import write_json_atomically
+from tfimpute.models import registry
+from tfimpute.models.capabilities import GeneratesSamples
+from tfimpute.files import write_json_atomically
 
 FLAGS = flags.FLAGS
 REPORT_FILE = "gan_report.json"
 INTERPOLATION_STEPS = 9
 BATCH = 1000
-Generator = DCGAN | MisGAN
-
-
-def generate_samples(model: Generator, count: int,
+def generate_samples(model: GeneratesSamples, count: int,
                      seed: int) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
-    """``count`` digits in batches; CGAN: of labels 0, 1, ..., 9, 0, ..., returned second;
-    MisGAN: its generated masks, returned third."""
+    """``count`` digits in batches; a class-conditional model: of labels 0, 1, ..., 9, 0, ...,
+    returned second; a model that also generates masks (MisGAN): its masks, returned third."""
     images, masks, labels = [], [], None
     if model.num_classes:
         labels = np.arange(count, dtype=np.int32) % model.num_classes
     for start in range(0, count, BATCH):
         size = min(BATCH, count - start)
         batch_seed = tf.constant([seed, start])
-        if isinstance(model, MisGAN):
-            digits, generated_masks = model.sample(size, batch_seed)
-            images.append(digits.numpy())
-            masks.append(generated_masks.numpy())
-        elif labels is None:
-            images.append(model.sample(size, batch_seed).numpy())
+        if labels is None:
+            samples = model.sample(size, batch_seed)
+            if isinstance(samples, (tuple, list)):  # digits and their generated masks
+                samples, generated_masks = samples
+                masks.append(generated_masks.numpy())
+            images.append(samples.numpy())
         else:
             images.append(model.generate_labelled(tf.constant(labels[start:start + size]), batch_seed).numpy())
     return np.concatenate(images), labels, np.concatenate(masks) if masks else None
 
 
-def interpolation_ends(model: Generator, fid: FeatureFid, seed: int) -> tuple[np.ndarray, np.ndarray, int, int]:
+def interpolation_ends(model: GeneratesSamples, fid: FeatureFid, seed: int) -> tuple[np.ndarray, np.ndarray, int, int]:
     """Two latents (and CGAN labels) whose digits the classifier puts in different classes; the
     first two probe latents when all 64 probe digits fall in one class (a collapsed or barely
     trained generator: ``predicted_class_counts`` shows it, the rest of the report stands)."""
@@ -90,7 +87,7 @@ def interpolation_ends(model: Generator, fid: FeatureFid, seed: int) -> tuple[np
     return latents[0], latents[other], int(predicted[0]), int(predicted[other])
 
 
-def report(model: Generator, fid: FeatureFid, count: int, seed: int, output_dir: str) -> dict:
+def report(model: GeneratesSamples, fid: FeatureFid, count: int, seed: int, output_dir: str) -> dict:
     images, labels, masks = generate_samples(model, count, seed)
     distance, predicted = fid.fid_and_classes(images)
     result = {"samples": count, "seed": seed, "fid": distance,
@@ -118,6 +115,12 @@ def report(model: Generator, fid: FeatureFid, count: int, seed: int, output_dir:
     return result
 
 
+def issubclass_generator(cls: type) -> bool:
+    """Whether instances of ``cls`` are ``GeneratesSamples`` (its methods, and ``num_classes``)."""
+    return all(hasattr(cls, name) for name in ("num_classes", "draw_latents", "generate", "sample",
+                                               "sample_grid", "interpolate"))
+
+
 def define_flags() -> None:
     flags.DEFINE_string("workdir", None, "Training workdir of a dcgan, cgan or misgan model (required).")
     flags.DEFINE_string("classifier_dir", None,
@@ -137,9 +140,10 @@ def main(argv: list[str]) -> None:
     if not classifier_dir:
         raise InvalidInputError(f"--classifier_dir (or ${CLASSIFIER_DIR_ENV}) is required")
     model, config = workdir.load_trained(FLAGS.workdir)
-    if not isinstance(model, (DCGAN, MisGAN)):
-        raise InvalidInputError(f"{FLAGS.workdir} holds a {config['model']} model; gan_report reads dcgan, "
-                                "cgan and misgan workdirs")
+    if not isinstance(model, GeneratesSamples):
+        generators = [spec.name for spec in registry.specs() if issubclass_generator(spec.cls)]
+        raise InvalidInputError(f"{FLAGS.workdir} holds a {config['model']} model; gan_report reads "
+                                f"workdirs of models that generate from latents: {', '.join(generators)}")
     if FLAGS.samples < model.num_classes:
         raise InvalidInputError(f"--samples must be >= {model.num_classes} (one per class) for {config['model']}")
     output_dir = FLAGS.output_dir or FLAGS.workdir

@@ -5,7 +5,8 @@ training data, a ``keras.utils.Progbar`` per epoch, TensorBoard scalars and
 image grids, ``tf.train.CheckpointManager`` checkpoints (every epoch and every
 ``checkpoint_minutes``; a run started again resumes from the last one, mid-epoch
 included), and ``metrics.json``. The model brings ``prepare`` and ``train_step``
-(see :mod:`tfimpute.models.base`).
+(see :mod:`tfimpute.models.base`); what it shows after every epoch (sample grids,
+loss curves) is written by callbacks (:mod:`tfimpute.callbacks`).
 
 Under a ``tf.distribute`` strategy (:mod:`tfimpute.distribute`) the global batch
 (``batch_size``) is split across the replicas (:func:`distributed_epoch`) and every
@@ -19,10 +20,8 @@ steps, and their resumed runs would disagree.
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import sys
-import tempfile
 import time
 from typing import Any, Callable, Iterable
 
@@ -31,7 +30,9 @@ import numpy as np
 import tensorflow as tf
 
 from tfimpute import distribute, metrics, visualize
+from tfimpute.callbacks import default_callbacks
 from tfimpute.errors import InvalidInputError, WorkdirError
+from tfimpute.files import write_json_atomically
 from tfimpute.masks import IncompleteData
 from tfimpute.models.base import Imputer
 
@@ -45,17 +46,6 @@ class TrainingOptions:
     eval_size: int = 1000  # test digits imputed at the end of every epoch for TensorBoard
     grid_size: int = 10  # digits per row of the image grids
     summary_every_steps: int = 50
-
-
-def write_json_atomically(path: str, payload: dict[str, Any]) -> None:
-    """Writes to a unique temporary file beside ``path``, syncs it, then renames it over ``path``."""
-    handle, temporary = tempfile.mkstemp(dir=os.path.dirname(path) or ".", prefix=".tmp-")
-    with os.fdopen(handle, "w") as f:
-        json.dump(payload, f, indent=2, sort_keys=True)
-        f.write("\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(temporary, path)
 
 
 def epoch_batches(data: IncompleteData, batch_size: int, seed: int, epoch: int,
@@ -179,11 +169,13 @@ def check_workers_agree(strategy: tf.distribute.Strategy, progress: _Progress) -
 def run_training(model: Imputer, train_data: IncompleteData, test_images: np.ndarray,
                  test_mask: np.ndarray, workdir: str, options: TrainingOptions,
                  run_info: dict[str, Any], log: Callable[[str], None] = print,
-                 strategy: tf.distribute.Strategy | None = None) -> dict[str, Any]:
+                 strategy: tf.distribute.Strategy | None = None,
+                 callbacks: Iterable[keras.callbacks.Callback] = ()) -> dict[str, Any]:
     """Trains (or resumes) ``model`` in ``workdir``; writes and returns ``metrics.json``'s content.
 
-    ``strategy`` (default: the current one) must be the strategy whose scope the model and
-    its optimizer were created in.
+    ``model`` must be compiled. ``strategy`` (default: the current one) must be the strategy
+    whose scope the model and its optimizer(s) were created in. ``callbacks`` run after every
+    epoch, after those the model's capabilities call for (:func:`tfimpute.callbacks.default_callbacks`).
     """
     strategy = strategy or tf.distribute.get_strategy()
     check_created_in_scope(model, strategy)
@@ -191,9 +183,8 @@ def run_training(model: Imputer, train_data: IncompleteData, test_images: np.nda
     with strategy.scope():
         progress = _Progress()
         model.build_optimizers()
-        # Models owning several optimizers (GANs) hold them as attributes: checkpointed via `model`.
-        optimizer = {} if model.owns_optimizers else {"optimizer": model.optimizer}
-        checkpoint = tf.train.Checkpoint(model=model, progress=progress, **optimizer)
+        # Optimizers are attributes of the model (Keras's `optimizer`, a GAN's one per player).
+        checkpoint = tf.train.Checkpoint(model=model, progress=progress)
     manager = tf.train.CheckpointManager(checkpoint, os.path.join(workdir, "checkpoints"), max_to_keep=3)
     if manager.latest_checkpoint:
         checkpoint.restore(manager.latest_checkpoint).assert_existing_objects_matched()
@@ -211,6 +202,10 @@ def run_training(model: Imputer, train_data: IncompleteData, test_images: np.nda
     eval_size = min(options.eval_size, model.epoch_eval_limit or options.eval_size)
     eval_images, eval_mask = test_images[:eval_size], test_mask[:eval_size]
     grid_images, grid_mask = test_images[:options.grid_size], test_mask[:options.grid_size]
+    epoch_callbacks = default_callbacks(model, workdir, eval_images, eval_mask) + list(callbacks)
+    for callback in epoch_callbacks:
+        callback.set_model(model)
+        callback.set_params({"epochs": options.epochs})
 
     def step_and_count(batch):
         # Counting inside the same graph call as the update: a Ctrl-C cannot fall between them.
@@ -265,9 +260,9 @@ def run_training(model: Imputer, train_data: IncompleteData, test_images: np.nda
                 tf.summary.scalar("missing_rmse", eval_rmse)
                 tf.summary.image("observed_imputed_true",
                                  imputation_grid(model, grid_images, grid_mask)[None], step=step)
-                model.end_of_epoch(epoch + 1, options.epochs,
-                                   {key: float(np.mean(values)) for key, values in epoch_logs.items()},
-                                   eval_images, eval_mask, workdir)
+                mean_logs = {key: float(np.mean(values)) for key, values in epoch_logs.items()}
+                for callback in epoch_callbacks:
+                    callback.on_epoch_end(epoch, mean_logs)
             log(f"epoch {epoch + 1}: test RMSE over missing pixels "
                 f"({len(eval_images)} digits) {eval_rmse:.4f}")
             # Only now is the epoch done: interrupted before this, a resume redoes its evaluation.

@@ -1,4 +1,10 @@
-"""The ``config.json`` of a training workdir: what was trained, so runs resume and export safely."""
+"""The ``config.json`` of a training workdir: what was trained, so runs resume and export safely.
+
+Layout: ``{"model": name, "model_config": the model's get_config(), "data": ..., "training":
+{"batch_size", "seed"}}``. Workdirs written before the models owned their settings (tfimpute
+0.1) stored some settings under other names and the optimizer settings under ``training``;
+:func:`read_config` upgrades them, so they load, evaluate, export and resume.
+"""
 
 from __future__ import annotations
 
@@ -6,20 +12,42 @@ import json
 import os
 from typing import Any
 
+import tensorflow as tf
+
 from tfimpute.errors import WorkdirError
-from tfimpute.training import write_json_atomically
+from tfimpute.files import write_json_atomically
+from tfimpute.models import registry
+
+OPTIMIZER_SETTINGS = {"learning_rate": None, "momentum": 0.0, "optimizer": "sgd"}  # 0.1 defaults
 
 CONFIG_FILE = "config.json"
 
 
+def upgraded(config: dict[str, Any]) -> dict[str, Any]:
+    """``config`` in the current layout: renamed settings (the class's ``renamed_settings``) and the
+    optimizer settings of 0.1's ``training`` section moved into ``model_config``."""
+    spec = registry.get(config["model"])
+    model_config = {spec.cls.renamed_settings.get(key, key): value
+                    for key, value in config["model_config"].items()}
+    training = dict(config.get("training", {}))
+    if "learning_rate" in training:  # 0.1: {batch_size, learning_rate, momentum, seed[, optimizer]}
+        for key, default in OPTIMIZER_SETTINGS.items():
+            value = training.pop(key, default)
+            if key in spec.fields:
+                model_config.setdefault(key, value)
+    return {**config, "model_config": model_config, "training": training}
+
+
 def read_config(workdir: str) -> dict[str, Any] | None:
+    """The workdir's ``config.json`` in the current layout (None: there is none)."""
     path = os.path.join(workdir, CONFIG_FILE)
     if not os.path.exists(path):
         return None
     try:
         with open(path) as f:
-            return json.load(f)
-    except (OSError, json.JSONDecodeError) as exc:
+            config = json.load(f)
+        return upgraded(config)
+    except (OSError, json.JSONDecodeError, KeyError, TypeError) as exc:
         raise WorkdirError(f"{path}: unreadable ({exc})") from None
 
 
@@ -63,14 +91,10 @@ def claim(workdir: str, config: dict[str, Any], adjustable: tuple[str, ...] = ()
 
 def load_trained(workdir: str):
     """Rebuilds the model trained in ``workdir`` from its config and latest checkpoint."""
-    import tensorflow as tf
-
-    from tfimpute.models import registry
-
     config = read_config(workdir)
     if config is None:
         raise WorkdirError(f"{workdir}: no {CONFIG_FILE}; is this a tfimpute training workdir?")
-    model = registry.model_from_config(config["model"], config["model_config"])
+    model = registry.get(config["model"]).from_config(config["model_config"])
     latest = tf.train.latest_checkpoint(os.path.join(workdir, "checkpoints"))
     if latest is None:
         # Training checkpoints every model, untrained imputers once prepared: without a checkpoint,

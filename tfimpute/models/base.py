@@ -18,6 +18,15 @@ An imputer is a Keras model with
 * ``distributed_train_step(strategy, batch)``: one step in cross-replica context
   (the training loop calls it inside a ``tf.function``); by default ``train_step``
   on every replica, logs summed.
+* ``compile()``: with no arguments, the model's own optimizer(s) from its settings
+  (keras-io's WGAN-GP pattern: a GAN's ``compile`` takes one optimizer per player).
+* ``serving_signatures()``: the endpoints the export writes (:mod:`tfimpute.signatures`);
+  a subclass extends its parent's.
+* settings and registration: see :mod:`tfimpute.models.registry`.
+
+What a model can do beyond imputing is declared by the protocols of
+:mod:`tfimpute.models.capabilities` (generates samples, has hidden features, shows
+images after every epoch, ...), which programs test instead of model classes.
 
 ``impute(images, mask)`` is the public NumPy entry point: it validates input,
 batches it and returns a NumPy array.
@@ -29,6 +38,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from tfimpute import signatures
 from tfimpute.masks import IncompleteData
 from tfimpute.validation import check_images_and_mask
 
@@ -44,15 +54,24 @@ def sum_over_replicas(strategy: tf.distribute.Strategy, logs: dict) -> dict[str,
             for name, value in logs.items()}
 
 
-def default_seed(seed: int = 0) -> tf.Tensor:
-    return tf.constant([seed, 0], dtype=tf.int32)
+def make_optimizer(name: str, learning_rate: float, momentum: float = 0.0) -> keras.optimizers.Optimizer:
+    """``"adam"`` (Keras defaults) or ``"sgd"`` with ``momentum`` (the paper's RBM training: none)."""
+    if name == "adam":
+        return keras.optimizers.Adam(learning_rate=learning_rate)
+    return keras.optimizers.SGD(learning_rate=learning_rate, momentum=momentum)
 
 
 class Imputer(keras.Model):
     """Base class: see the module docstring for the contract."""
 
     trainable_imputer = True
-    owns_optimizers = False  # True for models that create their own optimizers (GANs)
+    # Without --complete_training_data or a missingness flag, train on complete digits (DCGAN, CGAN).
+    complete_training_data_by_default = False
+    # Settings renamed since workdirs were first written: {old get_config key: new key}.
+    renamed_settings: dict[str, str] = {}
+    # Settings small enough to train and export in seconds: the contract test (tests/test_contract.py)
+    # runs every registered model with them.
+    tiny_settings: dict = {}
     # get_config() keys that only affect imputation: a trained workdir may change them (workdir.claim).
     inference_settings: tuple[str, ...] = ()
     # At most this many test digits in the training loop's per-epoch RMSE check (None: no limit),
@@ -61,6 +80,33 @@ class Imputer(keras.Model):
     # At most this many digits per imputation call of `impute` (None: as asked), for imputers
     # whose memory grows fast with the batch (DCGAN's search holds restarts x digits latents).
     max_impute_batch: int | None = None
+
+    @classmethod
+    def from_config(cls, config: dict):
+        """Rebuilds the model from ``get_config()``, also as written by older versions (renamed keys)."""
+        return cls(**{cls.renamed_settings.get(key, key): value for key, value in config.items()})
+
+    @classmethod
+    def settings_for_data(cls, settings: dict, train_data: IncompleteData) -> dict:
+        """Settings that depend on the training data resolved before the model is built (default: none)."""
+        return settings
+
+    def default_optimizer(self) -> keras.optimizers.Optimizer | None:
+        """The optimizer ``compile()`` uses when given none (default: none, an untrained imputer)."""
+        return None
+
+    def compile(self, optimizer: keras.optimizers.Optimizer | None = None, **kwargs) -> None:
+        """Keras ``compile`` with the model's own optimizer (:meth:`default_optimizer`) unless one is given."""
+        super().compile(optimizer=optimizer if optimizer is not None else self.default_optimizer(), **kwargs)
+
+    def serving_signatures(self) -> dict[str, signatures.ServingSignature]:
+        """The exported endpoints: ``serving_default`` imputes with the fixed seed (0, 0).
+
+        Subclasses extend ``super().serving_signatures()``; an entry named
+        ``serving_default`` replaces the generic one.
+        """
+        return {signatures.DEFAULT_SIGNATURE: signatures.impute_signature(
+            self.impute_batch, "model.impute_batch with the fixed stateless seed (0, 0)")}
 
     def build_optimizers(self) -> None:
         """Creates optimizer slots before a checkpoint is restored or a step is traced."""
@@ -82,16 +128,6 @@ class Imputer(keras.Model):
         which ``tf.distribute`` allows in cross-replica context only.
         """
         return sum_over_replicas(strategy, strategy.run(self.train_step, args=(batch,)))
-
-    def end_of_epoch(self, epoch: int, epochs: int, train_logs: dict[str, float],
-                     images: np.ndarray, mask: np.ndarray, workdir: str) -> None:
-        """Extra outputs after training epoch ``epoch`` (1-based) of ``epochs``. Default: none.
-
-        ``train_logs`` holds the epoch's mean ``train_step`` logs, ``images`` complete held-out
-        digits and ``mask`` their test masks. Called with the held-out TensorBoard writer as
-        default writer (so ``tf.summary`` calls land there); may write files into ``workdir``.
-        Evaluation only: it must not change the model.
-        """
 
     def impute_batch(self, images: tf.Tensor, mask: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
         raise NotImplementedError

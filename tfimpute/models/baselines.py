@@ -32,6 +32,7 @@ import tensorflow as tf
 
 from tfimpute.masks import IncompleteData
 from tfimpute.models.base import Imputer, keep_observed
+from tfimpute.models.registry import register_model
 
 PAPER_INPAINTING_ITERATIONS = 200
 NEIGHBOUR_WEIGHT = 0.125  # Oliveira et al.'s second kernel: c on the 8 neighbours
@@ -44,6 +45,7 @@ def diffusion_kernel() -> np.ndarray:
     return kernel[:, :, None, None]
 
 
+@register_model("mean", summary="per-pixel mean of the observed training pixels")
 class MeanImputer(Imputer):
     """Mean imputation: missing pixel i <- mean of pixel i where observed in the training set.
 
@@ -72,6 +74,7 @@ class MeanImputer(Imputer):
         return keep_observed(images, mask, filled)
 
 
+@register_model("inpaint", summary="fast diffusion inpainting (Oliveira et al. 2001), 200 iterations")
 class DiffusionInpainter(Imputer):
     """Fast digital inpainting (Oliveira et al. 2001) with its second kernel; see the module docstring."""
 

@@ -10,27 +10,20 @@ spread its restarts over the classes (cycling through them from a random class).
 
 from __future__ import annotations
 
-import os
-
 import numpy as np
 import tensorflow as tf
 
-from tfimpute import visualize
+from tfimpute import signatures, visualize
 from tfimpute.masks import IncompleteData
+from tfimpute.models.capabilities import EpochImage
 from tfimpute.models.dcgan import DCGAN, check_labels_known
+from tfimpute.models.registry import register_model
+from tfimpute.signatures import checked_classes
 
 NUM_CLASSES = 10
 
 
-
-def checked_classes(labels: tf.Tensor, num_classes: int) -> tf.Tensor:
-    """``labels`` (int32), with a graph assertion that every one is a class 0..num_classes − 1."""
-    check = tf.debugging.Assert(tf.reduce_all((labels >= 0) & (labels < num_classes)),
-                                [f"labels: values must be classes 0..{num_classes - 1}"])
-    with tf.control_dependencies([check]):
-        return tf.identity(labels)
-
-
+@register_model("cgan", summary="conditional GAN on the DCGAN networks (seed 004 §5.1)")
 class CGAN(DCGAN):
     """DCGAN conditioned on the MNIST class."""
 
@@ -57,9 +50,33 @@ class CGAN(DCGAN):
         rows = [self.generate(latent, tf.fill([columns], digit)).numpy() for digit in range(self.num_classes)]
         return visualize.image_grid(rows)
 
-    def end_of_epoch(self, epoch: int, epochs: int, train_logs: dict[str, float],
-                     images: np.ndarray, mask: np.ndarray, workdir: str) -> None:
+    def epoch_images(self, epoch: int, epochs: int) -> list[EpochImage]:
         """The one-row-per-class grid, in TensorBoard and as ``samples_epoch_NNNN.png``."""
-        grid = self.class_grid()
-        tf.summary.image("samples_by_class", grid[None], step=epoch)
-        visualize.save_png(grid, os.path.join(workdir, f"samples_epoch_{epoch:04d}.png"))
+        return [EpochImage(self.class_grid(), tag="samples_by_class", file=f"samples_epoch_{epoch:04d}.png")]
+
+    def serving_signatures(self) -> dict[str, signatures.ServingSignature]:
+        """DCGAN's, plus ``impute_with_labels`` (search conditioned on the class) and ``generate``
+        (class-conditional samples)."""
+
+        def impute_with_labels(images: tf.Tensor, mask: tf.Tensor, labels: tf.Tensor,
+                               seed: tf.Tensor) -> dict[str, tf.Tensor]:
+            images, mask = signatures.checked_images_and_mask(images, mask)
+            labels = signatures.checked_labels(labels, images, self.num_classes)
+            seeds = signatures.per_row_seeds(signatures.checked_seed(seed, images))
+            return {"imputed": self.latent_search(images * mask, mask, seeds, labels)}
+
+        def generate(labels: tf.Tensor, seed: tf.Tensor) -> dict[str, tf.Tensor]:
+            labels = signatures.checked_labels(labels, seed, self.num_classes)
+            latent = tf.map_fn(lambda s: self.draw_latents(tf.constant(1), tf.stack([s, 0]))[0], seed,
+                               fn_output_signature=tf.TensorSpec([self.latent_size], tf.float32))
+            return {"images": self.generate(latent, labels)}
+
+        labelled = {**signatures.image_inputs(), **signatures.label_input(), **signatures.seed_input()}
+        return {**super().serving_signatures(),
+                "impute_with_labels": signatures.ServingSignature(
+                    labelled, impute_with_labels,
+                    "latent search with every restart of a digit conditioned on its class, from its seed"),
+                "generate": signatures.ServingSignature(
+                    {**signatures.label_input(), **signatures.seed_input()}, generate,
+                    "one digit of class labels[i] per row, row i = "
+                    "model.generate_labelled(labels[i:i+1], (seed[i], 0))")}

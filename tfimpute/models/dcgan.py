@@ -25,17 +25,20 @@ The model uses the package's mask convention (1 = observed).
 
 from __future__ import annotations
 
-import os
+import time
+from typing import Annotated
 
 import keras
 import numpy as np
 import tensorflow as tf
 
-from tfimpute import visualize
+from tfimpute import signatures, visualize
 from tfimpute.errors import InvalidInputError
 from tfimpute.masks import IncompleteData
 from tfimpute.models import gan
 from tfimpute.models.base import Imputer, keep_observed
+from tfimpute.models.capabilities import EpochImage
+from tfimpute.models.registry import Setting, register_model
 from tfimpute.models.replicas import StepDraws
 
 ADAM_BETA_1 = 0.5  # DCGAN (seed 001 §4): 0.9 oscillated and was unstable
@@ -43,21 +46,45 @@ SEARCH_ADAM_BETAS = (0.9, 0.999)  # Adam's defaults for the latent search
 GRID_SIDE = 8
 
 
+@register_model("dcgan", summary="DCGAN of seed 001, latent-search imputation (seed 004 eq. 5.13)")
 class DCGAN(Imputer):
-    """DCGAN with latent-search imputation. ``num_classes = 0``: unconditional (see ``CGAN``)."""
+    """DCGAN with latent-search imputation. ``num_classes = 0``: unconditional (see ``CGAN``).
 
-    owns_optimizers = True
+    ``compile()`` creates the generator's and the discriminator's Adam(``learning_rate``, β₁ = 0.5),
+    or takes them as ``generator_optimizer`` / ``discriminator_optimizer``.
+    """
+
     num_classes = 0
+    complete_training_data_by_default = True  # AmbientGAN training only when a missingness flag is given
+    renamed_settings = {"width": "gan_width"}
+    tiny_settings = {"latent_size": 8, "gan_width": 4, "search_steps": 1, "search_restarts": 2}
     inference_settings = ("search_steps", "search_restarts", "search_weight", "search_learning_rate",
                           "search_temperature")
     epoch_eval_limit = 64  # one search batch: about a minute on 2 CPU cores
     max_impute_batch = 64  # 64 digits x 16 restarts take about 200 MB during the search
 
-    def __init__(self, latent_size: int = 100, width: int = 32, learning_rate: float = 2e-4,
-                 search_steps: int = 100, search_restarts: int = 16, search_weight: float = 0.003,
-                 search_learning_rate: float = 0.05, search_temperature: float = 0.0, seed: int = 0,
+    def __init__(self,
+                 latent_size: Annotated[int, Setting("GAN latent vector size.")] = 100,
+                 gan_width: Annotated[int, Setting("Channels of the first discriminator/critic "
+                                                   "convolution.")] = 32,
+                 learning_rate: Annotated[float, Setting("Adam learning rate (seed 001 §4: 2e-4).")] = 2e-4,
+                 search_steps: Annotated[int, Setting("DCGAN/CGAN imputation: Adam steps of the latent "
+                                                      "search (eq. 5.13).")] = 100,
+                 search_restarts: Annotated[int, Setting("DCGAN/CGAN imputation: starting latents per digit "
+                                                         "(see --search_temperature for how their results "
+                                                         "are combined).")] = 16,
+                 search_weight: Annotated[float, Setting("DCGAN/CGAN imputation: λ, weight of "
+                                                         "log(1 − D(G(z))) in eq. 5.13.")] = 0.003,
+                 search_learning_rate: Annotated[float, Setting("DCGAN/CGAN imputation: Adam step size "
+                                                                "on z.")] = 0.05,
+                 search_temperature: Annotated[float, Setting(
+                     "DCGAN/CGAN imputation: 0 fills a digit from its lowest-loss restart (eq. 5.13, sharp); "
+                     "T > 0 averages the restarts weighted by softmax(−loss / T) (lower RMSE, blurrier). "
+                     "The search flags may change on a trained workdir.")] = 0.0,
+                 seed: Annotated[int, Setting("Seed of initialisation, shuffling and training draws.")] = 0,
                  **kwargs):
         super().__init__(**kwargs)
+        width = gan_width
         if min(latent_size, width, search_restarts) < 1 or search_steps < 0:
             raise ValueError("latent_size, width and search_restarts must be >= 1, search_steps >= 0")
         if learning_rate <= 0 or search_learning_rate <= 0 or search_weight < 0 or search_temperature < 0:
@@ -69,18 +96,25 @@ class DCGAN(Imputer):
 
         self.generator = gan.dcgan_generator(latent_size + self.num_classes, width, "generator", 2 * seed)
         self.discriminator = gan.dcgan_discriminator(1 + self.num_classes, width, "discriminator", 2 * seed + 1)
-        self.generator_optimizer = keras.optimizers.Adam(learning_rate, beta_1=ADAM_BETA_1)
-        self.discriminator_optimizer = keras.optimizers.Adam(learning_rate, beta_1=ADAM_BETA_1)
         # 1.0 once `prepare` saw missing pixels: the discriminator then judges masked digits.
         self.trained_on_incomplete = self.add_weight(shape=(), initializer="zeros", trainable=False,
                                                      name="trained_on_incomplete")
         self.built = True
 
     def get_config(self) -> dict:
-        return {"latent_size": self.latent_size, "width": self.width, "learning_rate": self.learning_rate,
+        return {"latent_size": self.latent_size, "gan_width": self.width, "learning_rate": self.learning_rate,
                 "search_steps": self.search_steps, "search_restarts": self.search_restarts,
                 "search_weight": self.search_weight, "search_learning_rate": self.search_learning_rate,
                 "search_temperature": self.search_temperature, "seed": self.seed, "name": self.name}
+
+    def compile(self, generator_optimizer: keras.optimizers.Optimizer | None = None,
+                discriminator_optimizer: keras.optimizers.Optimizer | None = None) -> None:
+        """The two players' optimizers; by default Adam(``learning_rate``, β₁ = 0.5) each."""
+        self.generator_optimizer = generator_optimizer or keras.optimizers.Adam(
+            self.learning_rate, beta_1=ADAM_BETA_1)
+        self.discriminator_optimizer = discriminator_optimizer or keras.optimizers.Adam(
+            self.learning_rate, beta_1=ADAM_BETA_1)
+        super().compile()
 
     def build_optimizers(self) -> None:
         self.generator_optimizer.build(self.generator.trainable_variables)
@@ -170,12 +204,51 @@ class DCGAN(Imputer):
         """8 x 8 digits from fixed latents (the same every epoch, so grids show progress)."""
         return visualize.square_grid(self.sample(GRID_SIDE * GRID_SIDE, tf.constant([0, 0])).numpy())
 
-    def end_of_epoch(self, epoch: int, epochs: int, train_logs: dict[str, float],
-                     images: np.ndarray, mask: np.ndarray, workdir: str) -> None:
+    def epoch_images(self, epoch: int, epochs: int) -> list[EpochImage]:
         """The sample grid, in TensorBoard and as ``samples_epoch_NNNN.png``."""
-        grid = self.sample_grid()
-        tf.summary.image("samples", grid[None], step=epoch)
-        visualize.save_png(grid, os.path.join(workdir, f"samples_epoch_{epoch:04d}.png"))
+        return [EpochImage(self.sample_grid(), tag="samples", file=f"samples_epoch_{epoch:04d}.png")]
+
+    def serving_signatures(self) -> dict[str, signatures.ServingSignature]:
+        """Latent-search imputation with seed 0 or one seed per digit, and ``sample``.
+
+        Row i is searched from the stateless seed (seed[i], 0), which is what
+        ``model.impute(images[i:i+1], mask[i:i+1], seed=seed[i])`` does; the search
+        is batched (each digit's restarts depend on its own seed only).
+        """
+
+        def impute(images: tf.Tensor, mask: tf.Tensor) -> dict[str, tf.Tensor]:
+            images, mask = signatures.checked_images_and_mask(images, mask)
+            seeds = signatures.per_row_seeds(tf.zeros(tf.shape(images)[:1], tf.int32))
+            return {"imputed": self.latent_search(images * mask, mask, seeds)}
+
+        def impute_seeded(images: tf.Tensor, mask: tf.Tensor, seed: tf.Tensor) -> dict[str, tf.Tensor]:
+            images, mask = signatures.checked_images_and_mask(images, mask)
+            seeds = signatures.per_row_seeds(signatures.checked_seed(seed, images))
+            return {"imputed": self.latent_search(images * mask, mask, seeds)}
+
+        restarts = f"{self.search_restarts} restarts x {self.search_steps} Adam steps"
+        return {**super().serving_signatures(),
+                signatures.DEFAULT_SIGNATURE: signatures.ServingSignature(
+                    signatures.image_inputs(), impute, f"latent search ({restarts}), seed 0"),
+                "impute_sample": signatures.ServingSignature(
+                    {**signatures.image_inputs(), **signatures.seed_input()}, impute_seeded,
+                    f"latent search ({restarts}) from each digit's seed"),
+                "sample": signatures.sample_signature(self.sample, ["images"],
+                                                      "model.sample(1, (seed, 0)) per seed")}
+
+    def extra_benchmark(self, digits: int) -> dict:
+        """Seconds to impute ``digits`` digits by latent search (60% of pixels missing independently;
+        the search's cost does not depend on which), after one untimed call that compiles it."""
+        rng = np.random.default_rng(0)
+        mask = (rng.random((digits, 28, 28, 1)) >= 0.6).astype(np.float32)
+        images = rng.random((digits, 28, 28, 1)).astype(np.float32)
+        self.impute(images * mask, mask, batch_size=digits)
+        started = time.perf_counter()
+        self.impute(images * mask, mask, batch_size=digits)
+        seconds = time.perf_counter() - started
+        return {"search_digits": digits, "search_restarts": self.search_restarts,
+                "search_steps": self.search_steps, "search_seconds": round(seconds, 2),
+                "search_ms_per_digit": round(1e3 * seconds / digits, 1)}
 
     # -- imputation by latent search (eq. 5.13) ------------------------------------------------
 

@@ -29,31 +29,69 @@ inside a replica function fails under MirroredStrategy: the gradient all-reduce 
 
 from __future__ import annotations
 
-import os
+from typing import Annotated
 
 import keras
 import numpy as np
 import tensorflow as tf
 from keras import layers
 
-from tfimpute import visualize
+from tfimpute import signatures, visualize
 from tfimpute.models import gan
 from tfimpute.models.base import Imputer, keep_observed, sum_over_replicas
+from tfimpute.models.capabilities import EpochImage
+from tfimpute.models.registry import Setting, register_model
 from tfimpute.models.replicas import StepDraws
 
+OPTIMIZER_ATTRIBUTES = ("data_generator_optimizer", "mask_generator_optimizer", "imputer_optimizer",
+                        "data_critic_optimizer", "mask_critic_optimizer", "imputer_critic_optimizer")
 
+
+def adam(learning_rate: float) -> keras.optimizers.Adam:
+    """The MisGAN authors' Adam: β = (0.5, 0.9)."""
+    return keras.optimizers.Adam(learning_rate=learning_rate, beta_1=0.5, beta_2=0.9)
+
+
+@register_model("misgan", summary="MisGAN (Li et al. 2019): data, mask and imputer WGAN-GPs")
 class MisGAN(Imputer):
-    """MisGAN with convolutional generators and critics and a fully connected imputer."""
+    """MisGAN with convolutional generators and critics and a fully connected imputer.
 
-    owns_optimizers = True
+    ``compile()`` creates the six players' Adam optimizers (``learning_rate``; the imputer
+    and its critic ``imputer_learning_rate``), or takes them as arguments named as
+    :data:`OPTIMIZER_ATTRIBUTES`. ``mask_temperature`` (T of the "fusion" mask output) is not a flag.
+    """
+
     num_classes = 0  # unconditional, like DCGAN: tfimpute.gan_report reads both
+    renamed_settings = {"width": "gan_width", "tau": "misgan_tau", "alpha": "misgan_alpha",
+                        "beta": "misgan_beta", "gamma": "misgan_gamma", "penalty_weight": "gradient_penalty"}
+    tiny_settings = {"latent_size": 8, "gan_width": 4, "imputer_units": 16, "critic_steps": 2}
 
-    def __init__(self, latent_size: int = 128, width: int = 64, imputer_units: int = 784,
-                 tau: float = 0.0, alpha: float = 0.1, beta: float = 0.1, gamma: float = 0.0,
-                 penalty_weight: float = 10.0, critic_steps: int = 5, learning_rate: float = 1e-4,
-                 imputer_learning_rate: float = 2e-4, mask_temperature: float = 0.66,
-                 seed: int = 0, **kwargs):
+    def __init__(self,
+                 latent_size: Annotated[int, Setting("GAN latent vector size.")] = 128,
+                 gan_width: Annotated[int, Setting("Channels of the first discriminator/critic "
+                                                   "convolution.")] = 64,
+                 imputer_units: Annotated[int, Setting("Units in each of MisGAN's three imputer "
+                                                       "layers.")] = 784,
+                 misgan_tau: Annotated[float, Setting("MisGAN τ: value given to missing pixels seen by "
+                                                      "the critic.")] = 0.0,
+                 misgan_alpha: Annotated[float, Setting("MisGAN α: weight of the data loss in the mask "
+                                                        "generator's.")] = 0.1,
+                 misgan_beta: Annotated[float, Setting("MisGAN β: weight of the imputer game in the data "
+                                                       "generator's.")] = 0.1,
+                 misgan_gamma: Annotated[float, Setting("MisGAN γ: weight of the imputer's observed-pixel "
+                                                        "loss.")] = 0.0,
+                 gradient_penalty: Annotated[float, Setting("WGAN-GP gradient penalty weight λ.")] = 10.0,
+                 critic_steps: Annotated[int, Setting("Critic updates per generator update.")] = 5,
+                 learning_rate: Annotated[float, Setting("Adam learning rate of the generators and "
+                                                         "critics.")] = 1e-4,
+                 imputer_learning_rate: Annotated[float, Setting("MisGAN imputer and imputer-critic "
+                                                                 "learning rate.")] = 2e-4,
+                 mask_temperature: float = 0.66,
+                 seed: Annotated[int, Setting("Seed of initialisation, shuffling and training draws.")] = 0,
+                 **kwargs):
         super().__init__(**kwargs)
+        width, tau, alpha, beta, gamma = gan_width, misgan_tau, misgan_alpha, misgan_beta, misgan_gamma
+        penalty_weight = gradient_penalty
         if critic_steps < 1 or latent_size < 1 or width < 1 or imputer_units < 1:
             raise ValueError("critic_steps, latent_size, width and imputer_units must be >= 1")
         self.latent_size, self.width, self.imputer_units = latent_size, width, imputer_units
@@ -75,25 +113,26 @@ class MisGAN(Imputer):
         self.data_critic = gan.conv_critic(width, "data_critic", network_seed + 3)
         self.mask_critic = gan.conv_critic(width, "mask_critic", network_seed + 4)
         self.imputer_critic = gan.conv_critic(width, "imputer_critic", network_seed + 5)
-
-        def adam(rate: float) -> keras.optimizers.Adam:
-            return keras.optimizers.Adam(learning_rate=rate, beta_1=0.5, beta_2=0.9)
-
-        self.data_generator_optimizer = adam(learning_rate)
-        self.mask_generator_optimizer = adam(learning_rate)
-        self.imputer_optimizer = adam(imputer_learning_rate)
-        self.data_critic_optimizer = adam(learning_rate)
-        self.mask_critic_optimizer = adam(learning_rate)
-        self.imputer_critic_optimizer = adam(imputer_learning_rate)
         self.built = True
 
     def get_config(self) -> dict:
-        return {"latent_size": self.latent_size, "width": self.width,
-                "imputer_units": self.imputer_units, "tau": self.tau, "alpha": self.alpha,
-                "beta": self.beta, "gamma": self.gamma, "penalty_weight": self.penalty_weight,
+        return {"latent_size": self.latent_size, "gan_width": self.width,
+                "imputer_units": self.imputer_units, "misgan_tau": self.tau, "misgan_alpha": self.alpha,
+                "misgan_beta": self.beta, "misgan_gamma": self.gamma, "gradient_penalty": self.penalty_weight,
                 "critic_steps": self.critic_steps, "learning_rate": self.learning_rate,
                 "imputer_learning_rate": self.imputer_learning_rate,
                 "mask_temperature": self.mask_temperature, "seed": self.seed, "name": self.name}
+
+    def compile(self, **optimizers: keras.optimizers.Optimizer) -> None:
+        """One optimizer per player (keyword names: :data:`OPTIMIZER_ATTRIBUTES`); by default the
+        authors' Adam at ``learning_rate``, ``imputer_learning_rate`` for the imputer and its critic."""
+        unknown = set(optimizers) - set(OPTIMIZER_ATTRIBUTES)
+        if unknown:
+            raise TypeError(f"MisGAN.compile takes {', '.join(OPTIMIZER_ATTRIBUTES)}; got {sorted(unknown)}")
+        for attribute in OPTIMIZER_ATTRIBUTES:
+            rate = self.imputer_learning_rate if attribute.startswith("imputer") else self.learning_rate
+            setattr(self, attribute, optimizers.get(attribute) or adam(rate))
+        super().compile()
 
     def _pairs(self):
         """(network, its optimizer) for the six players."""
@@ -216,14 +255,20 @@ class MisGAN(Imputer):
         """One step on the current strategy (the default one: a single device)."""
         return self.distributed_train_step(tf.distribute.get_strategy(), data)
 
-    def end_of_epoch(self, epoch: int, epochs: int, train_logs: dict[str, float],
-                     images: np.ndarray, mask: np.ndarray, workdir: str) -> None:
+    def epoch_images(self, epoch: int, epochs: int) -> list[EpochImage]:
         """Grids of generated digits (top two rows) and generated masks (bottom two, white =
         observed) from fixed latents, in TensorBoard and as ``samples_epoch_NNNN.png``."""
         data, masks = (x.numpy() for x in self.sample(16, tf.constant([0, 0])))
         grid = visualize.image_grid([data[:8], data[8:], masks[:8], masks[8:]])
-        tf.summary.image("generated_data_and_masks", grid[None], step=epoch)
-        visualize.save_png(grid, os.path.join(workdir, f"samples_epoch_{epoch:04d}.png"))
+        return [EpochImage(grid, tag="generated_data_and_masks", file=f"samples_epoch_{epoch:04d}.png")]
+
+    def serving_signatures(self) -> dict[str, signatures.ServingSignature]:
+        """Stochastic imputation signatures and ``sample`` (a generated digit and mask per seed)."""
+        return {**super().serving_signatures(),
+                **signatures.stochastic_impute_signatures(self.impute_batch),
+                "sample": signatures.sample_signature(
+                    self.sample, ["images", "masks"],
+                    "model.sample(1, (seed, 0)) per seed: digit and mask (1 = observed)")}
 
     # -- inference ------------------------------------------------------------------------------
 

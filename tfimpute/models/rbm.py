@@ -35,39 +35,80 @@ The CD-1 draws are those of the global batch (:class:`tfimpute.models.replicas.S
 
 from __future__ import annotations
 
+import functools
+import inspect
+from typing import Annotated
+
 import keras
 import numpy as np
 import tensorflow as tf
 
+from tfimpute import masks, signatures
 from tfimpute.masks import IncompleteData
-from tfimpute.models.base import Imputer, keep_observed
+from tfimpute.models.base import Imputer, keep_observed, make_optimizer
+from tfimpute.models.registry import Setting, register_model
 from tfimpute.models.replicas import StepDraws, global_sum
 
 IMPUTE_MODES = ("mean_field", "sample")
+OPTIMIZERS = ("sgd", "adam")
+RANK_HELP = ("RBM weight rank: 'full', 'auto' (expected number of observed pixels, the paper's rule "
+             "of thumb) or an integer.")
 
 
 def _bernoulli(probabilities: tf.Tensor, uniforms: tf.Tensor) -> tf.Tensor:
     return tf.cast(uniforms < probabilities, probabilities.dtype)
 
 
+def parse_rank(rank: int | str | None) -> int | str | None:
+    """'full' or None -> None (a full W); 'auto' stays (resolved from the data); else an integer."""
+    if rank is None or rank == "full":
+        return None
+    if rank == "auto" or isinstance(rank, int):
+        return rank
+    try:
+        return int(rank)
+    except ValueError:
+        raise ValueError(f"--rank must be 'full', 'auto' or an integer, got {rank!r}") from None
+
+
+@register_model("lmrbm", linearized=True, summary="LM-RBM of the paper (Algorithm 1), CD-1")
+@register_model("rbm", linearized=False, summary="RBM baseline of Salakhutdinov et al. [5], CD-1")
 class RBM(Imputer):
     """Binary-binary RBM trained by CD-1 on incomplete data (LM-RBM or baseline [5]).
 
-    Args:
-      hidden_units: number of hidden units (paper: 4096).
-      linearized: True for the LM-RBM, False for the baseline of [5].
-      rank: None for a full W, or the rank r of W = AB.
-      impute_mode: "mean_field" (h and v as probabilities; lowest RMSE) or
-        "sample" (h drawn from p(h | v_o), v = E[v | h]).
-      seed: base seed of the CD-1 random draws (stateless, keyed by the
-        optimizer's step, so a resumed run draws what an uninterrupted one would).
+    ``linearized``: True for the LM-RBM, False for the baseline of [5] (fixed by the
+    registered name). ``rank``: None (or "full") for a full W, the rank r of W = AB, or
+    "auto", resolved from the training data by :meth:`settings_for_data`. ``seed``: base
+    seed of the CD-1 random draws (stateless, keyed by the optimizer's step, so a resumed
+    run draws what an uninterrupted one would). The optimizer settings apply to the
+    batch-SUMMED updates of Algorithm 1.
     """
 
-    def __init__(self, hidden_units: int = 4096, linearized: bool = True, rank: int | None = None,
-                 impute_mode: str = "mean_field", seed: int = 0, visible_units: int = 784, **kwargs):
+    tiny_settings = {"hidden_units": 16, "learning_rate": 0.05, "momentum": 0.5}  # momentum: state applied once
+
+    def __init__(self,
+                 hidden_units: Annotated[int, Setting("RBM hidden units (paper: 4096).")] = 4096,
+                 linearized: bool = True,
+                 rank: Annotated[int | str | None, Setting(RANK_HELP)] = "full",
+                 impute_mode: Annotated[str, Setting(
+                     "RBM imputation: probabilities throughout, or a sampled hidden layer.",
+                     choices=IMPUTE_MODES)] = "mean_field",
+                 optimizer: Annotated[str, Setting("Optimizer of the training updates.",
+                                                   choices=OPTIMIZERS)] = "sgd",
+                 learning_rate: Annotated[float, Setting(
+                     "Learning rate (RBMs: on batch-summed updates, as the paper).")] = 1e-4,
+                 momentum: Annotated[float, Setting("SGD momentum (paper: none).")] = 0.0,
+                 seed: Annotated[int, Setting("Seed of initialisation, shuffling and training draws.")] = 0,
+                 visible_units: int = 784, **kwargs):
         super().__init__(**kwargs)
+        rank = parse_rank(rank)
+        if rank == "auto":
+            raise ValueError("rank 'auto' is resolved from the training data (RBM.settings_for_data) "
+                             "before the model is built")
         if hidden_units < 1:
             raise ValueError(f"hidden_units must be >= 1, got {hidden_units}")
+        if optimizer not in OPTIMIZERS:
+            raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {optimizer!r}")
         if rank is not None and not 1 <= rank <= min(visible_units, hidden_units):
             raise ValueError(f"rank must be in [1, {min(visible_units, hidden_units)}], got {rank}")
         if impute_mode not in IMPUTE_MODES:
@@ -77,6 +118,7 @@ class RBM(Imputer):
         self.linearized = linearized
         self.rank = rank
         self.impute_mode = impute_mode
+        self.optimizer_name, self.learning_rate, self.momentum = optimizer, learning_rate, momentum
         self.seed = seed
         n, m = visible_units, hidden_units
         self.visible_bias = self.add_weight(shape=(n,), initializer="zeros", name="visible_bias")
@@ -102,8 +144,55 @@ class RBM(Imputer):
 
     def get_config(self) -> dict:
         return {"hidden_units": self.hidden_units, "linearized": self.linearized, "rank": self.rank,
-                "impute_mode": self.impute_mode, "seed": self.seed,
+                "impute_mode": self.impute_mode, "optimizer": self.optimizer_name,
+                "learning_rate": self.learning_rate, "momentum": self.momentum, "seed": self.seed,
                 "visible_units": self.visible_units, "name": self.name}
+
+    @classmethod
+    def settings_for_data(cls, settings: dict, train_data: IncompleteData) -> dict:
+        """Rank 'auto' -> the paper's rule of thumb (Section 3): the expected number of observed
+        visible units in the training data, capped at the hidden layer size."""
+        if parse_rank(settings.get("rank") or "full") != "auto":
+            return settings
+        defaults = inspect.signature(cls.__init__).parameters
+        hidden_units = settings.get("hidden_units") or defaults["hidden_units"].default
+        visible_units = int(np.prod(train_data.mask.shape[1:]))
+        expected_observed = visible_units * (1.0 - masks.realised_missing_fraction(train_data.mask))
+        return {**settings, "rank": max(1, min(hidden_units, int(round(expected_observed))))}
+
+    def default_optimizer(self) -> keras.optimizers.Optimizer:
+        return make_optimizer(self.optimizer_name, self.learning_rate, self.momentum)
+
+    def step_flops(self, batch_size: int) -> float:
+        """Multiply-adds of one CD-1 step x 2: five [B, n] x [n, m] products (six for the LM-RBM),
+        plus W = AB and the two factor gradients when low-rank."""
+        n, m, b = self.visible_units, self.hidden_units, batch_size
+        flops = (6 if self.linearized else 5) * 2.0 * b * n * m
+        if self.rank is not None:
+            flops += 3 * 2.0 * n * self.rank * m
+        return flops
+
+    def reference_matmul_shape(self, batch_size: int) -> tuple[int, int, int]:
+        return batch_size, self.visible_units, self.hidden_units
+
+    def serving_signatures(self) -> dict[str, signatures.ServingSignature]:
+        """Mean-field ``serving_default``, sampled ``impute_sample`` and ``hidden`` (the paper's RBM † features)."""
+
+        def hidden(images: tf.Tensor, mask: tf.Tensor) -> dict[str, tf.Tensor]:
+            images, mask = signatures.checked_images_and_mask(images, mask)
+            return {"hidden": self.hidden(images, mask)}
+
+        return {
+            **super().serving_signatures(),
+            signatures.DEFAULT_SIGNATURE: signatures.impute_signature(
+                functools.partial(self.impute_batch, mode="mean_field"),
+                "mean-field imputation (deterministic)"),
+            "impute_sample": signatures.seeded_impute_signature(
+                functools.partial(self.impute_batch, mode="sample"),
+                "hidden layer sampled from p(h | v_o) with one seed per digit, then v = E[v | h]"),
+            "hidden": signatures.ServingSignature(signatures.image_inputs(), hidden,
+                                                  f"hidden activations p(h | v_o), [batch, {self.hidden_units}]"),
+        }
 
     @property
     def weight_matrix(self) -> tf.Tensor:

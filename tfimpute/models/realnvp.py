@@ -48,6 +48,7 @@ and again for the log-determinant).
 from __future__ import annotations
 
 import math
+from typing import Annotated
 
 import keras
 import numpy as np
@@ -55,8 +56,11 @@ import tensorflow as tf
 import tensorflow_probability as tfp
 from tensorflow_probability.python.internal import cache_util
 
+from tfimpute import signatures
 from tfimpute.models.base import keep_observed
-from tfimpute.models.generative import GenerativeImputer
+from tfimpute.models.generative import (GenerativeImputer, LearningRateSetting, MomentumSetting,
+                                        OptimizerSetting, SeedSetting)
+from tfimpute.models.registry import Setting, register_model
 from tfimpute.models.replicas import StepDraws, replica_mean
 
 tfb, tfd = tfp.bijectors, tfp.distributions
@@ -160,25 +164,43 @@ class OnePassRealNVP(tfb.RealNVP):
         return attributes["ildj"]
 
 
+@register_model("realnvp", summary="RealNVP flow of seed 002 §3 (TFP bijectors), MAP imputation")
 class RealNVP(GenerativeImputer):
     """RealNVP density model of MNIST digits; imputes by conditional MAP (see the module docstring).
 
-    Args:
-      coupling_layers: number of affine couplings (alternating checkerboard halves).
-      hidden_units, hidden_layers: size of each coupling's MLP.
-      impute_steps, impute_step_size: the MAP ascent of :meth:`map_impute`.
-      train_fill_steps: MAP steps that fill missing training pixels (incomplete data only).
-      logit_alpha: α of the logit pre-transform.
-      seed: seed of the initial weights and of the training draws.
+    ``logit_alpha``: α of the logit pre-transform (not a flag).
     """
 
     loss_name = "bits_per_dim"
     loss_title = "negative log-likelihood (bits per dimension)"
+    renamed_settings = {"hidden_units": "coupling_hidden_units", "hidden_layers": "coupling_hidden_layers",
+                        "impute_steps": "flow_impute_steps", "impute_step_size": "flow_impute_step_size",
+                        "train_fill_steps": "flow_train_fill_steps"}
+    tiny_settings = {"coupling_layers": 2, "coupling_hidden_units": 8, "coupling_hidden_layers": 1,
+                     "flow_impute_steps": 1, "flow_train_fill_steps": 2}
 
-    def __init__(self, coupling_layers: int = 8, hidden_units: int = 1024, hidden_layers: int = 2,
-                 impute_steps: int = 100, impute_step_size: float = 0.05, train_fill_steps: int = 10,
-                 logit_alpha: float = 1e-5, seed: int = 0, **kwargs):
+    def __init__(self,
+                 coupling_layers: Annotated[int, Setting("RealNVP affine coupling layers.")] = 8,
+                 coupling_hidden_units: Annotated[int, Setting(
+                     "Width of the hidden layers of each RealNVP coupling network.")] = 1024,
+                 coupling_hidden_layers: Annotated[int, Setting(
+                     "Hidden layers of each RealNVP coupling network.")] = 2,
+                 flow_impute_steps: Annotated[int, Setting(
+                     "RealNVP imputation: gradient-ascent steps on log p over the missing pixels.")] = 100,
+                 flow_impute_step_size: Annotated[float, Setting(
+                     "RealNVP imputation: Adam step size (logit units).")] = 0.05,
+                 flow_train_fill_steps: Annotated[int, Setting(
+                     "RealNVP on incomplete data: ascent steps that fill a batch's missing pixels with the "
+                     "model's own MAP imputation before each update.")] = 10,
+                 logit_alpha: float = 1e-5,
+                 optimizer: OptimizerSetting = "adam",
+                 learning_rate: LearningRateSetting = 1e-3,
+                 momentum: MomentumSetting = 0.0,
+                 seed: SeedSetting = 0, **kwargs):
         super().__init__(**kwargs)
+        hidden_units, hidden_layers = coupling_hidden_units, coupling_hidden_layers
+        impute_steps, impute_step_size = flow_impute_steps, flow_impute_step_size
+        train_fill_steps = flow_train_fill_steps
         if coupling_layers < 1 or hidden_units < 1 or hidden_layers < 1:
             raise ValueError("coupling_layers, hidden_units and hidden_layers must be >= 1, got "
                              f"{coupling_layers}, {hidden_units}, {hidden_layers}")
@@ -194,6 +216,7 @@ class RealNVP(GenerativeImputer):
         self.impute_step_size = impute_step_size
         self.train_fill_steps = train_fill_steps
         self.logit_alpha = logit_alpha
+        self.optimizer_name, self.learning_rate, self.momentum = optimizer, learning_rate, momentum
         self.seed = seed
         # One attribute per network: Keras 3 does not make layers held in a Python list
         # dependencies of tf.train.Checkpoint, so a list would leave them out of checkpoints.
@@ -208,10 +231,23 @@ class RealNVP(GenerativeImputer):
         return [getattr(self, f"coupling_{i}") for i in range(self.coupling_layers)]
 
     def get_config(self) -> dict:
-        return {"coupling_layers": self.coupling_layers, "hidden_units": self.hidden_units,
-                "hidden_layers": self.hidden_layers, "impute_steps": self.impute_steps,
-                "impute_step_size": self.impute_step_size, "train_fill_steps": self.train_fill_steps,
-                "logit_alpha": self.logit_alpha, "seed": self.seed, "name": self.name}
+        return {"coupling_layers": self.coupling_layers, "coupling_hidden_units": self.hidden_units,
+                "coupling_hidden_layers": self.hidden_layers, "flow_impute_steps": self.impute_steps,
+                "flow_impute_step_size": self.impute_step_size,
+                "flow_train_fill_steps": self.train_fill_steps, "logit_alpha": self.logit_alpha,
+                "optimizer": self.optimizer_name, "learning_rate": self.learning_rate,
+                "momentum": self.momentum, "seed": self.seed, "name": self.name}
+
+    def serving_signatures(self) -> dict[str, signatures.ServingSignature]:
+        """``log_prob`` of complete digits (its MAP imputation is deterministic: generic ``serving_default``)."""
+
+        def log_prob(images: tf.Tensor) -> dict[str, tf.Tensor]:
+            return {"log_prob": self.log_prob(signatures.checked_images(images))}
+
+        images_only = {"images": tf.TensorSpec(signatures.IMAGE_SPEC_SHAPE, tf.float32, name="images")}
+        return {**super().serving_signatures(),
+                "log_prob": signatures.ServingSignature(images_only, log_prob,
+                                                        "log-density (nats) of each digit, [batch]")}
 
     # The distribution. Bijectors are built per call (cheap Python objects holding no variables).
 

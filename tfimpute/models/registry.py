@@ -1,132 +1,127 @@
-"""Model names understood by the CLIs, and how each is built from flag values."""
+"""The model registry, filled by the model modules themselves.
+
+A model module declares everything about its model in one place:
+
+* its **settings**: the constructor arguments annotated ``Annotated[T, Setting("help")]``.
+  The constructor's default is the one source of that default; ``get_config`` returns
+  the settings, and a program's flags come from them by one rule: **the flag of a
+  setting is its name** (``--misgan_tau`` sets ``MisGAN(misgan_tau=...)``). A setting
+  that several models share by name (``latent_size``, ``learning_rate``, ``seed``) is one
+  flag, whose default is each model's own.
+* its **registration**: ``@register_model("dcgan")`` on the class, which also registers
+  it with ``keras.saving.register_keras_serializable``. One class may be registered
+  under several names with fixed arguments (``lmrbm`` and ``rbm`` are the RBM with
+  ``linearized=True`` / ``False``).
+
+Constructor arguments without a ``Setting`` (the data's shape, the Keras ``name``) are
+not flags. :mod:`tfimpute.models` imports every model module, so that importing it
+fills this registry.
+"""
 
 from __future__ import annotations
 
+import dataclasses
+import inspect
+import typing
 from typing import Any, Callable
 
 import keras
 
 from tfimpute.errors import InvalidInputError
-from tfimpute.models.base import Imputer
-from tfimpute.models.baselines import PAPER_INPAINTING_ITERATIONS, DiffusionInpainter, MeanImputer
-from tfimpute.models.cgan import CGAN
-from tfimpute.models.dcgan import DCGAN
-from tfimpute.models.misgan import MisGAN
-from tfimpute.models.rbm import RBM
-from tfimpute.models.realnvp import RealNVP
-from tfimpute.models.vae import VAE
+
+KERAS_PACKAGE = "tfimpute"
 
 
-def _rank_from_setting(setting: str, expected_observed_units: float, hidden_units: int) -> int | None:
-    """'full' -> None; 'auto' -> the paper's rule of thumb; otherwise an integer rank."""
-    if setting == "full":
-        return None
-    if setting == "auto":  # Section 3: rank = expected number of observed visible units.
-        return max(1, min(hidden_units, int(round(expected_observed_units))))
-    try:
-        return int(setting)
-    except ValueError:
-        raise InvalidInputError(f"--rank must be 'full', 'auto' or an integer, got {setting!r}") from None
+@dataclasses.dataclass(frozen=True)
+class Setting:
+    """Marks a constructor argument as a model setting (a config field with a flag of its name)."""
+
+    help: str
+    choices: tuple[str, ...] | None = None
 
 
-def _build_rbm(linearized: bool) -> Callable[[dict[str, Any]], Imputer]:
-    def build(settings: dict[str, Any]) -> Imputer:
-        rank = _rank_from_setting(settings["rank"], settings["expected_observed_units"],
-                                  settings["hidden_units"])
+@dataclasses.dataclass(frozen=True)
+class Field:
+    """One setting of one model: its name (= its flag), default and description."""
+
+    name: str
+    default: Any
+    help: str
+    choices: tuple[str, ...] | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelSpec:
+    """A registered name: the class, the constructor arguments the name fixes, and a summary."""
+
+    name: str
+    cls: type
+    fixed: dict[str, Any]
+    summary: str
+
+    @property
+    def fields(self) -> dict[str, Field]:
+        """The settings of the model, in constructor order (the arguments fixed by the name excluded)."""
+        return {name: field for name, field in settings_of(self.cls).items() if name not in self.fixed}
+
+    def build(self, settings: dict[str, Any] | None = None):
+        """A fresh model from ``settings`` (field name -> value; absent or None: the default).
+
+        A value the model refuses (e.g. ``hidden_units=0``) raises ``InvalidInputError``
+        naming the flag.
+        """
+        given = {name: value for name, value in (settings or {}).items()
+                 if name in self.fields and value is not None}
         try:
-            return RBM(hidden_units=settings["hidden_units"], linearized=linearized, rank=rank,
-                       impute_mode=settings["impute_mode"], seed=settings["seed"],
-                       name="lmrbm" if linearized else "rbm")
+            return self.cls(name=self.name, **self.fixed, **given)
         except ValueError as exc:
-            raise InvalidInputError(str(exc)) from None
-    return build
+            raise InvalidInputError(f"--model={self.name}: {exc}") from None
+
+    def from_config(self, config: dict[str, Any]):
+        """The model a stored ``get_config()`` describes (older key names upgraded by the class)."""
+        return self.cls.from_config(config)
 
 
-def _build_from_settings(cls: type[Imputer], arguments: dict[str, str],
-                         name: str) -> Callable[[dict[str, Any]], Imputer]:
-    """Builder passing ``settings[key]`` as argument ``arguments[key]`` (absent or None: the default)."""
-    def build(settings: dict[str, Any]) -> Imputer:
-        try:
-            return cls(name=name, **{arg: settings[key] for key, arg in arguments.items()
-                                     if settings.get(key) is not None})
-        except ValueError as exc:
-            raise InvalidInputError(str(exc)) from None
-    return build
+_MODELS: dict[str, ModelSpec] = {}
 
 
-VAE_ARGUMENTS = {"latent_dim": "latent_dim", "vae_hidden_units": "hidden_units",
-                 "vae_impute_mode": "impute_mode", "vae_impute_samples": "impute_samples",
-                 "vae_gibbs_steps": "gibbs_steps", "seed": "seed"}
-REALNVP_ARGUMENTS = {"coupling_layers": "coupling_layers", "coupling_hidden_units": "hidden_units",
-                     "coupling_hidden_layers": "hidden_layers", "flow_impute_steps": "impute_steps",
-                     "flow_impute_step_size": "impute_step_size",
-                     "flow_train_fill_steps": "train_fill_steps", "seed": "seed"}
-MISGAN_ARGUMENTS = {"latent_size": "latent_size", "gan_width": "width", "imputer_units": "imputer_units",
-                    "misgan_tau": "tau", "misgan_alpha": "alpha", "misgan_beta": "beta",
-                    "misgan_gamma": "gamma", "gradient_penalty": "penalty_weight",
-                    "critic_steps": "critic_steps", "learning_rate": "learning_rate",
-                    "imputer_learning_rate": "imputer_learning_rate", "seed": "seed"}
-DCGAN_ARGUMENTS = {"latent_size": "latent_size", "gan_width": "width", "learning_rate": "learning_rate",
-                   "search_steps": "search_steps", "search_restarts": "search_restarts",
-                   "search_weight": "search_weight", "search_learning_rate": "search_learning_rate",
-                   "search_temperature": "search_temperature", "seed": "seed"}
-
-BUILDERS: dict[str, Callable[[dict[str, Any]], Imputer]] = {
-    "lmrbm": _build_rbm(linearized=True),
-    "rbm": _build_rbm(linearized=False),
-    "mean": lambda settings: MeanImputer(name="mean"),
-    "inpaint": lambda settings: DiffusionInpainter(iterations=PAPER_INPAINTING_ITERATIONS, name="inpaint"),
-    "vae": _build_from_settings(VAE, VAE_ARGUMENTS, "vae"),
-    "realnvp": _build_from_settings(RealNVP, REALNVP_ARGUMENTS, "realnvp"),
-    "misgan": _build_from_settings(MisGAN, MISGAN_ARGUMENTS, "misgan"),
-    "dcgan": _build_from_settings(DCGAN, DCGAN_ARGUMENTS, "dcgan"),
-    "cgan": _build_from_settings(CGAN, DCGAN_ARGUMENTS, "cgan"),
-}
-CLASSES: dict[str, type[Imputer]] = {"lmrbm": RBM, "rbm": RBM, "mean": MeanImputer,
-                                     "inpaint": DiffusionInpainter, "vae": VAE,
-                                     "realnvp": RealNVP, "misgan": MisGAN, "dcgan": DCGAN, "cgan": CGAN}
-# Models that train on complete digits unless --missingness is given (then: AmbientGAN training).
-COMPLETE_DATA_BY_DEFAULT = frozenset({"dcgan", "cgan"})
-# The optimizer a model gets without --optimizer: the seed's Adam for the VAE and RealNVP; SGD for
-# the rest (the paper's RBM training; untrained imputers; the GANs build their own).
-DEFAULT_OPTIMIZERS = {"vae": "adam", "realnvp": "adam"}
-# The learning rate without --learning_rate: the paper's 1e-4 (RBMs; MisGAN's too), Adam's usual
-# 1e-3 for the VAE and RealNVP, DCGAN's 2e-4 (seed 001 §4) for DCGAN and CGAN.
-PAPER_LEARNING_RATE = 1e-4
-DEFAULT_LEARNING_RATES = {"vae": 1e-3, "realnvp": 1e-3, "dcgan": 2e-4, "cgan": 2e-4}
+def settings_of(cls: type) -> dict[str, Field]:
+    """The ``Setting``-annotated constructor arguments of ``cls`` (its own and its parents' signature)."""
+    hints = typing.get_type_hints(cls.__init__, include_extras=True)
+    fields = {}
+    for parameter in inspect.signature(cls.__init__).parameters.values():
+        setting = next((meta for meta in getattr(hints.get(parameter.name), "__metadata__", ())
+                        if isinstance(meta, Setting)), None)
+        if setting is not None:
+            fields[parameter.name] = Field(parameter.name, parameter.default, setting.help, setting.choices)
+    return fields
 
 
-def check_model_name(name: str) -> None:
-    if name not in BUILDERS:
-        raise InvalidInputError(f"unknown model {name!r}; choose one of {', '.join(sorted(BUILDERS))}")
+def register_model(name: str, *, summary: str, **fixed: Any) -> Callable[[type], type]:
+    """Class decorator: registers ``cls`` as model ``name`` (constructed with ``fixed`` arguments)."""
+
+    def register(cls: type) -> type:
+        if name in _MODELS:
+            raise ValueError(f"model name {name!r} is registered twice")
+        registered = keras.saving.get_registered_object(f"{KERAS_PACKAGE}>{cls.__name__}")
+        if registered is None:
+            cls = keras.saving.register_keras_serializable(package=KERAS_PACKAGE)(cls)
+        _MODELS[name] = ModelSpec(name, cls, dict(fixed), summary)
+        return cls
+
+    return register
 
 
-def learning_rate(name: str, settings: dict[str, Any]) -> float:
-    """``settings["learning_rate"]`` when given, else model ``name``'s default (:data:`DEFAULT_LEARNING_RATES`)."""
-    given = settings.get("learning_rate")
-    return given if given is not None else DEFAULT_LEARNING_RATES.get(name, PAPER_LEARNING_RATE)
+def names() -> list[str]:
+    return sorted(_MODELS)
 
 
-def build_model(name: str, settings: dict[str, Any]) -> Imputer:
-    """A fresh model for ``name`` configured from flag values."""
-    check_model_name(name)
-    return BUILDERS[name](dict(settings, learning_rate=learning_rate(name, settings)))
+def get(name: str) -> ModelSpec:
+    """The spec registered as ``name``; an unknown name is refused in one line listing the known ones."""
+    if name not in _MODELS:
+        raise InvalidInputError(f"unknown model {name!r}; choose one of {', '.join(names())}")
+    return _MODELS[name]
 
 
-def optimizer_name(name: str, settings: dict[str, Any]) -> str:
-    """``settings["optimizer"]`` when given, else model ``name``'s default (:data:`DEFAULT_OPTIMIZERS`)."""
-    return settings.get("optimizer") or DEFAULT_OPTIMIZERS.get(name, "sgd")
-
-
-def model_from_config(name: str, config: dict[str, Any]) -> Imputer:
-    """Rebuilds a model from the ``get_config()`` stored in a workdir."""
-    check_model_name(name)
-    return CLASSES[name].from_config(config)
-
-
-def make_optimizer(name: str, settings: dict[str, Any]) -> keras.optimizers.Optimizer:
-    """The optimizer :func:`optimizer_name` picks: Adam, or plain SGD (paper: lr 1e-4, no momentum)."""
-    rate = learning_rate(name, settings)
-    if optimizer_name(name, settings) == "adam":
-        return keras.optimizers.Adam(learning_rate=rate)
-    return keras.optimizers.SGD(learning_rate=rate, momentum=settings["momentum"])
+def specs() -> list[ModelSpec]:
+    return [_MODELS[name] for name in names()]

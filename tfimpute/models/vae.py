@@ -33,16 +33,19 @@ Imputation (``impute_mode``):
 
 from __future__ import annotations
 
-import os
+from typing import Annotated
 
 import keras
 import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
 
-from tfimpute import visualize
+from tfimpute import signatures, visualize
 from tfimpute.models.base import keep_observed
-from tfimpute.models.generative import GenerativeImputer
+from tfimpute.models.capabilities import EpochImage
+from tfimpute.models.generative import (GenerativeImputer, LearningRateSetting, MomentumSetting,
+                                        OptimizerSetting, SeedSetting)
+from tfimpute.models.registry import Setting, register_model
 from tfimpute.models.replicas import StepDraws, replica_mean
 
 IMPUTE_MODES = ("importance", "pseudo_gibbs")
@@ -76,26 +79,38 @@ def _mlp(units: list[int], output_units: int, input_units: int, seed: int, name:
     return network
 
 
+@register_model("vae", summary="VAE of seed 002 §1, ELBO over the observed pixels")
 class VAE(GenerativeImputer):
     """VAE with a Bernoulli decoder, trained on the observed pixels of incomplete digits.
 
-    Args:
-      latent_dim: size of z (seed §1: 20; 2 for the manifold plot of Q1.15).
-      hidden_units: widths of the encoder's hidden ReLU layers (the decoder mirrors them).
-      impute_mode: "importance" or "pseudo_gibbs" (see the module docstring).
-      impute_samples: K, the importance samples per digit.
-      gibbs_steps: T, the pseudo-Gibbs iterations.
-      seed: seed of the initial weights and of the training draws.
+    ``vae_impute_mode``: "importance" (K = ``vae_impute_samples`` draws) or "pseudo_gibbs"
+    (T = ``vae_gibbs_steps`` iterations); see the module docstring.
     """
 
     loss_name = "neg_elbo"
     loss_title = "negative ELBO (nats per digit)"
+    renamed_settings = {"hidden_units": "vae_hidden_units", "impute_mode": "vae_impute_mode",
+                        "impute_samples": "vae_impute_samples", "gibbs_steps": "vae_gibbs_steps"}
+    tiny_settings = {"latent_dim": 2, "vae_hidden_units": [8], "vae_impute_samples": 3}
 
-    def __init__(self, latent_dim: int = 20, hidden_units: tuple[int, ...] | list[int] = (512, 512),
-                 impute_mode: str = "importance", impute_samples: int = 100, gibbs_steps: int = 10,
-                 seed: int = 0, **kwargs):
+    def __init__(self,
+                 latent_dim: Annotated[int, Setting("VAE latent dimensions (seed: 20; 2 for the manifold "
+                                                    "plot).")] = 20,
+                 vae_hidden_units: Annotated[tuple[int, ...] | list[int], Setting(
+                     "VAE encoder hidden layer widths (the decoder mirrors them).")] = (512, 512),
+                 vae_impute_mode: Annotated[str, Setting(
+                     "VAE imputation: self-normalised importance sampling (MIWAE) or pseudo-Gibbs.",
+                     choices=IMPUTE_MODES)] = "importance",
+                 vae_impute_samples: Annotated[int, Setting("VAE importance samples per digit for "
+                                                            "imputation.")] = 100,
+                 vae_gibbs_steps: Annotated[int, Setting("VAE pseudo-Gibbs iterations for imputation.")] = 10,
+                 optimizer: OptimizerSetting = "adam",
+                 learning_rate: LearningRateSetting = 1e-3,
+                 momentum: MomentumSetting = 0.0,
+                 seed: SeedSetting = 0, **kwargs):
         super().__init__(**kwargs)
-        hidden_units = [int(u) for u in hidden_units]
+        hidden_units = [int(u) for u in vae_hidden_units]
+        impute_mode, impute_samples, gibbs_steps = vae_impute_mode, vae_impute_samples, vae_gibbs_steps
         if latent_dim < 1 or not hidden_units or min(hidden_units) < 1:
             raise ValueError(f"latent_dim and hidden_units must be >= 1, got {latent_dim}, {hidden_units}")
         if impute_mode not in IMPUTE_MODES:
@@ -108,15 +123,18 @@ class VAE(GenerativeImputer):
         self.impute_mode = impute_mode
         self.impute_samples = impute_samples
         self.gibbs_steps = gibbs_steps
+        self.optimizer_name, self.learning_rate, self.momentum = optimizer, learning_rate, momentum
         self.seed = seed
         self.encoder = _mlp(hidden_units, 2 * latent_dim, 2 * PIXELS, seed, "encoder")
         self.decoder = _mlp(hidden_units[::-1], PIXELS, latent_dim, seed + 100, "decoder")
         self.built = True
 
     def get_config(self) -> dict:
-        return {"latent_dim": self.latent_dim, "hidden_units": list(self.hidden_units),
-                "impute_mode": self.impute_mode, "impute_samples": self.impute_samples,
-                "gibbs_steps": self.gibbs_steps, "seed": self.seed, "name": self.name}
+        return {"latent_dim": self.latent_dim, "vae_hidden_units": list(self.hidden_units),
+                "vae_impute_mode": self.impute_mode, "vae_impute_samples": self.impute_samples,
+                "vae_gibbs_steps": self.gibbs_steps, "optimizer": self.optimizer_name,
+                "learning_rate": self.learning_rate, "momentum": self.momentum, "seed": self.seed,
+                "name": self.name}
 
     # The model's parts, as exported signatures use them.
 
@@ -248,7 +266,29 @@ class VAE(GenerativeImputer):
         n = points_per_side
         return visualize.image_grid([images[i * n:(i + 1) * n] for i in range(n)], padding=0)
 
-    def epoch_outputs(self, epoch: int, workdir: str) -> None:
+    def epoch_images(self, epoch: int, epochs: int) -> list[EpochImage]:
+        """The sample grids, and with a 2-D latent the manifold (``manifold.png``, every epoch)."""
+        images = super().epoch_images(epoch, epochs)
         if self.latent_dim == 2:
-            visualize.save_png(self.manifold_grid(), os.path.join(workdir, "manifold.png"), scale=2)
+            images.append(EpochImage(self.manifold_grid(), file="manifold.png", scale=2))
+        return images
+
+    def serving_signatures(self) -> dict[str, signatures.ServingSignature]:
+        """Stochastic imputation signatures, ``encode`` (q(z | x_o, m)) and ``decode`` (E[x | z])."""
+
+        def encode(images: tf.Tensor, mask: tf.Tensor) -> dict[str, tf.Tensor]:
+            images, mask = signatures.checked_images_and_mask(images, mask)
+            mean, log_variance = self.encode(images, mask)
+            return {"z_mean": mean, "z_log_variance": log_variance}
+
+        def decode(z: tf.Tensor) -> dict[str, tf.Tensor]:
+            return {"images": self.decode(tf.debugging.check_numerics(z, "z: contains NaN or infinite values"))}
+
+        z_spec = {"z": tf.TensorSpec([None, self.latent_dim], tf.float32, name="z")}
+        return {**super().serving_signatures(),
+                **signatures.stochastic_impute_signatures(self.impute_batch),
+                "encode": signatures.ServingSignature(
+                    signatures.image_inputs(), encode,
+                    f"mean and log-variance of q(z | x_o, m), [batch, {self.latent_dim}] each"),
+                "decode": signatures.ServingSignature(z_spec, decode, "pixel probabilities E[x | z]")}
 

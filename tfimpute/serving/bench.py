@@ -121,21 +121,20 @@ def start_server_process(model_flags: list[str], timeout_seconds: float = 120.0
 def run(hidden_units: int, workdir: str | None, requests: int, warmup: int, concurrency: int,
         requests_per_client: int) -> dict:
     """Exports, serves and measures; returns the figures."""
-    from tfimpute import export, workdir as workdirs
-    from tfimpute.models.rbm import RBM
+    from tfimpute import savedmodel, workdir as workdirs
+    from tfimpute.models import registry
 
     if workdir:
         model, config = workdirs.load_trained(workdir)
         name = config["model"]
     else:
-        model, name = RBM(hidden_units=hidden_units, name="lmrbm"), "lmrbm"
-    if not isinstance(model, RBM):
-        raise InvalidInputError(f"{workdir} holds a {name} run; the serving benchmark measures an RBM")
-    result: dict = {"model": name, "hidden_units": model.hidden_units, "trained": bool(workdir),
+        name = "lmrbm"
+        model = registry.get(name).build({"hidden_units": hidden_units})
+    result: dict = {"model": name, "hidden_units": model.get_config().get("hidden_units"), "trained": bool(workdir),
                     "requests": requests, "concurrency": concurrency,
                     "requests_per_client": requests_per_client}
     with tempfile.TemporaryDirectory() as export_dir:
-        export.export_model(model, export_dir, name)
+        savedmodel.export_model(model, export_dir, name)
         process, rest_port, grpc_port = start_server_process(
             [f"--model_name={name}", f"--model_base_path={os.path.join(export_dir, name)}"])
         try:
@@ -172,7 +171,7 @@ def define_flags() -> None:
     from absl import flags
 
     flags.DEFINE_integer("hidden_units", 4096, "Hidden units of the untrained LM-RBM (paper: 4096).")
-    flags.DEFINE_string("workdir", None, "Serve this trained LM-RBM workdir instead (read only).")
+    flags.DEFINE_string("workdir", None, "Serve this trained workdir instead (read only; any model).")
     flags.DEFINE_integer("requests", 300, "Timed sequential requests per protocol.")
     flags.DEFINE_integer("warmup_requests", 20, "Untimed requests first.")
     flags.DEFINE_integer("concurrency", 8, "Concurrent clients for the throughput figure.")

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import grpc
 
-# The signature TF Serving runs when a request names none (shared by export, server and client).
-DEFAULT_SIGNATURE = "serving_default"
+from tfimpute.signatures import DEFAULT_SIGNATURE  # noqa: F401  (server and client import it from here)
 
 # TF Serving's HTTP mapping of the codes this project uses (413 for an over-size body).
 HTTP_STATUS = {grpc.StatusCode.INVALID_ARGUMENT: 400, grpc.StatusCode.NOT_FOUND: 404,

@@ -1,0 +1,83 @@
+"""Workdirs written by tfimpute 0.1 (tests/fixtures/workdirs_v0_1) load, evaluate, export and resume.
+
+0.1 stored some settings under other names (MisGAN's ``tau``, the VAE's ``hidden_units``, ...)
+and the optimizer settings under ``training``; :func:`tfimpute.workdir.read_config` upgrades them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tfimpute import experiment, masks, metrics, savedmodel, workdir
+from tfimpute.data import load_mnist
+from tfimpute.signatures import DEFAULT_SIGNATURE
+from tfimpute.training import TrainingOptions
+
+FIXTURES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fixtures", "workdirs_v0_1")
+# The settings each fixture was trained with, as flags named them (tests/fixtures/README.md).
+SETTINGS = {
+    "lmrbm": {"hidden_units": 16, "rank": "auto", "learning_rate": 1e-3, "momentum": 0.5},
+    "vae": {"latent_dim": 2, "vae_hidden_units": [8], "vae_impute_samples": 4},
+    "misgan": {"latent_size": 4, "gan_width": 2, "imputer_units": 8, "misgan_tau": 0.1, "critic_steps": 2},
+    "dcgan": {"latent_size": 4, "gan_width": 2, "search_steps": 3, "search_restarts": 2},
+}
+
+
+@pytest.fixture(scope="module")
+def mnist(mnist_dir):
+    return load_mnist(mnist_dir, 64, 16)
+
+
+@pytest.mark.parametrize("name", sorted(SETTINGS))
+def test_a_0_1_workdir_loads_and_imputes_as_it_did(name, mnist):
+    model, config = workdir.load_trained(os.path.join(FIXTURES, name))
+    assert config["model"] == name and set(config["training"]) == {"batch_size", "seed"}
+    data = config["data"]
+    test_mask = masks.generate_masks(data["missingness"], data["missing_rate"], data["test_size"],
+                                     data["mask_seed"] + 1, data["num_patches"])
+    imputed = model.impute(mnist.test_images * test_mask, test_mask)
+    np.testing.assert_array_equal(imputed[test_mask > 0.5], mnist.test_images[test_mask > 0.5])
+    stored = workdir.read_config(os.path.join(FIXTURES, name))
+    with open(os.path.join(FIXTURES, name, "metrics.json")) as f:
+        recorded = json.load(f)["test_rmse"]
+    # The model 0.1 trained imputes what 0.1 measured (same weights, same settings).
+    assert metrics.missing_rmse(mnist.test_images, imputed, test_mask) == pytest.approx(recorded, rel=1e-5)
+    assert stored["model_config"] == model.get_config()
+
+
+def test_upgraded_configs_hold_the_optimizer_settings_and_new_names():
+    lmrbm = workdir.read_config(os.path.join(FIXTURES, "lmrbm"))["model_config"]
+    assert (lmrbm["optimizer"], lmrbm["learning_rate"], lmrbm["momentum"], lmrbm["rank"]) == ("sgd", 1e-3, 0.5, 16)
+    misgan = workdir.read_config(os.path.join(FIXTURES, "misgan"))["model_config"]
+    assert misgan["misgan_tau"] == 0.1 and misgan["gan_width"] == 2 and "tau" not in misgan
+    vae = workdir.read_config(os.path.join(FIXTURES, "vae"))["model_config"]
+    assert vae["vae_hidden_units"] == [8] and vae["optimizer"] == "adam"
+
+
+@pytest.mark.parametrize("name", ["lmrbm", "misgan"])
+def test_a_0_1_workdir_exports(name, tmp_path):
+    model, _ = workdir.load_trained(os.path.join(FIXTURES, name))
+    path = savedmodel.export_model(model, str(tmp_path), name)
+    rng = np.random.default_rng(0)
+    images = rng.random((2, 28, 28, 1)).astype(np.float32)
+    mask = (rng.random((2, 28, 28, 1)) > 0.5).astype(np.float32)
+    served = tf.saved_model.load(path).signatures[DEFAULT_SIGNATURE](images=images, mask=mask)["imputed"]
+    expected = model.serving_signatures()[DEFAULT_SIGNATURE].function(images=images, mask=mask)["imputed"]
+    np.testing.assert_allclose(served.numpy(), expected.numpy(), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", sorted(SETTINGS))
+def test_a_0_1_workdir_resumes_training(name, mnist, tmp_path, capsys):
+    run = str(tmp_path / name)
+    shutil.copytree(os.path.join(FIXTURES, name), run)
+    data = workdir.read_config(run)["data"]
+    options = TrainingOptions(epochs=2, batch_size=32, eval_size=8, grid_size=4)
+    result = experiment.train(name, mnist, data, SETTINGS[name], options, run)
+    assert "ckpt-1: epoch 2, step 0" in capsys.readouterr().out  # resumed, not retrained
+    assert result["epochs"] == 2

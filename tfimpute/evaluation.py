@@ -1,0 +1,347 @@
+"""Table-1 evaluation as a library (the paper's Section 4): RMSE, FID and classification accuracy
+per cell (method x missingness x rate); the program is ``python -m tfimpute.evaluate``.
+
+The figures, cell by cell, are described in :mod:`tfimpute.evaluate`.
+"""
+
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import sys
+import time
+from typing import Any, Callable
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from tfimpute import masks, metrics, report, workdir
+from tfimpute.classifier import FeatureFid
+from tfimpute.data import Mnist
+from tfimpute.errors import InvalidInputError, WorkdirError
+from tfimpute.experiment import train, training_dataset
+from tfimpute.files import write_json_atomically
+from tfimpute.models import registry
+from tfimpute.models.base import Imputer
+from tfimpute.models.capabilities import HasHiddenFeatures
+from tfimpute.training import TrainingOptions
+
+CELLS_DIR = "cells"
+RESULTS_FILE = "results.json"
+TABLE_FILE = "results.md"
+PLOT_FILE = "perception_distortion.png"
+GRID_FILE = "imputations.png"
+GRID_DIGITS = 10
+HIDDEN_BATCH = 1000
+
+
+@dataclasses.dataclass(frozen=True)
+class Cell:
+    method: str
+    missingness: str
+    missing_rate: float
+
+    @property
+    def name(self) -> str:
+        return f"{self.method}_{self.missingness}_{self.missing_rate:g}"
+
+
+@dataclasses.dataclass(frozen=True)
+class EvaluationSettings:
+    """What a cell's figures depend on besides its model; a finished cell is reused only if unchanged."""
+
+    repeats: int
+    test_size: int
+    test_mask_seed: int
+    classifier_dir: str
+    logistic_fit: metrics.LogisticFit = metrics.LogisticFit()
+
+    @property
+    def test_mask_seeds(self) -> list[int]:
+        return [self.test_mask_seed + repeat for repeat in range(self.repeats)]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"repeats": self.repeats, "test_size": self.test_size, "test_mask_seeds": self.test_mask_seeds,
+                "classifier_dir": os.path.abspath(self.classifier_dir),
+                "logistic_fit": dataclasses.asdict(self.logistic_fit)}
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainingRequest:
+    """How cells without a workdir are trained (None: they are an error)."""
+
+    data: dict[str, Any]  # train_size, test_size, mask_seed, num_patches
+    model_settings: dict[str, Any]
+    options: TrainingOptions
+
+
+def parse_rates(values: list[str]) -> list[float]:
+    rates = []
+    for value in values:
+        try:
+            rate = float(value)
+        except ValueError:
+            raise InvalidInputError(f"--missing_rates: {value!r} is not a number") from None
+        if not 0.0 < rate < 1.0:
+            raise InvalidInputError(f"--missing_rates: {value} is not in (0, 1)")
+        rates.append(rate)
+    return rates
+
+
+def plan_cells(methods: list[str], mechanisms: list[str], rates: list[float]) -> list[Cell]:
+    """Every method x mechanism x rate, after checking the names."""
+    if not methods or not mechanisms or not rates:
+        raise InvalidInputError("--methods, --missingness and --missing_rates must not be empty")
+    for method in methods:
+        registry.get(method)
+    for mechanism in mechanisms:
+        if mechanism not in masks.MECHANISMS:
+            raise InvalidInputError(f"unknown missingness {mechanism!r}; choose from {', '.join(masks.MECHANISMS)}")
+    return [Cell(method, mechanism, rate) for mechanism in dict.fromkeys(mechanisms)
+            for rate in dict.fromkeys(rates) for method in dict.fromkeys(methods)]
+
+
+def _training_marker(output_dir: str, cell: Cell) -> str:
+    """Present while this evaluation trains the cell, so that a rerun may resume that training."""
+    return os.path.join(output_dir, CELLS_DIR, f"{cell.name}.training")
+
+
+def _is_finished(model_dir: str) -> bool:
+    return os.path.exists(os.path.join(model_dir, "metrics.json"))
+
+
+def check_comparable(cell: Cell, data: dict[str, Any]) -> None:
+    """Refuses a model trained on data the table's other methods never get.
+
+    ``complete_training_data``: it saw every true pixel. ``binarize``: its RMSE would be against
+    binarised digits, while the FID reference is the grey-level training digits.
+    """
+    for setting in ("complete_training_data", "binarize"):
+        if data.get(setting):
+            raise WorkdirError(f"{cell.name}: its model was trained with --{setting}, so its figures "
+                               "cannot stand beside the other methods'; train it without that flag")
+
+
+def check_cell(cell: Cell, model_dir: str, output_dir: str, settings: EvaluationSettings,
+               training: TrainingRequest | None) -> int:
+    """Checks that the cell's model exists or can be trained; returns the training digits it needs."""
+    config = workdir.read_config(model_dir)
+    if config is None:
+        if os.path.exists(model_dir) and os.listdir(model_dir):
+            raise WorkdirError(f"{model_dir}: exists but holds no {workdir.CONFIG_FILE}")
+        if training is None:
+            raise WorkdirError(f"{model_dir}: no trained {cell.method} model (and --notrain_missing)")
+        if registry.get(cell.method).cls.trainable_imputer and training.options.epochs < 1:
+            raise InvalidInputError(f"{model_dir} does not exist and {cell.method} cannot be trained "
+                                    "with --epochs=0")
+        mask_seed, train_size = training.data["mask_seed"], training.data["train_size"]
+    else:
+        data = config["data"]
+        if (config["model"], data["missingness"], float(data["missing_rate"])) != \
+                (cell.method, cell.missingness, cell.missing_rate):
+            raise WorkdirError(f"{model_dir} holds a {config['model']} model for {data['missingness']} "
+                               f"missingness at rate {data['missing_rate']}, not the cell {cell.name}")
+        check_comparable(cell, data)
+        resumable = training is not None and os.path.exists(_training_marker(output_dir, cell))
+        if not _is_finished(model_dir) and not resumable:
+            raise WorkdirError(f"{model_dir}: training has not finished (no metrics.json); finish it with "
+                               f"`python -m tfimpute.train ... --workdir={model_dir}` (it resumes)")
+        mask_seed, train_size = data["mask_seed"], data["train_size"]
+    if mask_seed in settings.test_mask_seeds:
+        raise InvalidInputError(f"{cell.name}: training mask seed {mask_seed} is also a test mask seed; "
+                                "choose another --test_mask_seed")
+    return train_size
+
+
+def _subset(mnist: Mnist, train_size: int) -> Mnist:
+    return dataclasses.replace(mnist, train_images=mnist.train_images[:train_size],
+                               train_labels=mnist.train_labels[:train_size])
+
+
+def trained_model(cell: Cell, model_dir: str, output_dir: str, mnist: Mnist,
+                  training: TrainingRequest | None, log: Callable[[str], None]) -> tuple[Imputer, dict[str, Any]]:
+    """The cell's model, trained first (or its training resumed) when needed."""
+    if not _is_finished(model_dir):
+        data = dict(training.data, missingness=cell.missingness, missing_rate=cell.missing_rate)
+        marker = _training_marker(output_dir, cell)
+        os.makedirs(os.path.dirname(marker), exist_ok=True)
+        with open(marker, "w") as f:
+            f.write(model_dir + "\n")
+        log(f"training {cell.method} into {model_dir}")
+        train(cell.method, _subset(mnist, data["train_size"]), data, training.model_settings,
+              training.options, model_dir)
+        os.remove(marker)
+    return workdir.load_trained(model_dir)
+
+
+def hidden_activations(model: HasHiddenFeatures, observed: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """p(h | v_o) for every image, batch by batch: the features of the "RBM †" classifier."""
+    return np.concatenate([
+        model.hidden(tf.constant(observed[start:start + HIDDEN_BATCH]),
+                     tf.constant(mask[start:start + HIDDEN_BATCH])).numpy()
+        for start in range(0, len(observed), HIDDEN_BATCH)])
+
+
+def summarize(values: list[float]) -> dict[str, Any]:
+    """Mean, standard error of the mean (None for a single value) and the values."""
+    stderr = float(np.std(values, ddof=1) / math.sqrt(len(values))) if len(values) > 1 else None
+    return {"mean": float(np.mean(values)), "stderr": stderr, "values": [float(v) for v in values]}
+
+
+def evaluate_cell(cell: Cell, model: Imputer, config: dict[str, Any], mnist: Mnist,
+                  settings: EvaluationSettings, fid: FeatureFid) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """Figures of one cell (see the module docstring) and the first test digits for the grid."""
+    data = config["data"]
+    check_comparable(cell, data)
+    cell_mnist, train_mask = training_dataset(_subset(mnist, data["train_size"]), data)
+    test_images, test_labels = cell_mnist.test_images, cell_mnist.test_labels
+    has_hidden = isinstance(model, HasHiddenFeatures)  # the paper's "RBM †" accuracy
+    progbar = keras.utils.Progbar(settings.repeats + 1, unit_name="step",
+                                  verbose=1 if sys.stdout.isatty() else 2)
+    seconds: dict[str, Any] = {}
+
+    started = time.perf_counter()
+    train_observed = cell_mnist.train_images * train_mask
+    imputed_train = model.impute(train_observed, train_mask)
+    seconds["impute_training_digits"] = time.perf_counter() - started
+    started = time.perf_counter()
+    pixel_classifier = metrics.fit_logistic_regression(imputed_train, cell_mnist.train_labels,
+                                                       fit=settings.logistic_fit)
+    seconds["fit_logistic_regression"] = time.perf_counter() - started
+    if has_hidden:
+        started = time.perf_counter()
+        hidden_classifier = metrics.fit_logistic_regression(
+            hidden_activations(model, train_observed, train_mask), cell_mnist.train_labels,
+            fit=settings.logistic_fit)
+        seconds["hidden_features_and_fit"] = time.perf_counter() - started
+    progbar.update(1)
+
+    figures: dict[str, list[float]] = {"rmse": [], "fid": [], "accuracy": [], "test_missing_fraction": []}
+    if has_hidden:
+        figures["hidden_accuracy"] = []
+    seconds["per_repeat"] = []
+    grid: dict[str, np.ndarray] = {}
+    for repeat, seed in enumerate(settings.test_mask_seeds):
+        started = time.perf_counter()
+        test_mask = masks.generate_masks(cell.missingness, cell.missing_rate, len(test_images), seed,
+                                         data["num_patches"])
+        test_observed = test_images * test_mask
+        imputed = model.impute(test_observed, test_mask, seed=repeat)
+        figures["rmse"].append(metrics.missing_rmse(test_images, imputed, test_mask))
+        figures["fid"].append(fid.fid(imputed))
+        figures["accuracy"].append(metrics.classification_accuracy(pixel_classifier, imputed, test_labels))
+        if has_hidden:
+            figures["hidden_accuracy"].append(metrics.classification_accuracy(
+                hidden_classifier, hidden_activations(model, test_observed, test_mask), test_labels))
+        figures["test_missing_fraction"].append(masks.realised_missing_fraction(test_mask))
+        seconds["per_repeat"].append(time.perf_counter() - started)
+        if repeat == 0:
+            grid = {"images": test_images[:GRID_DIGITS], "mask": test_mask[:GRID_DIGITS],
+                    "imputed": imputed[:GRID_DIGITS]}
+        progbar.update(repeat + 2, values=[(key, figures[key][-1]) for key in ("rmse", "fid", "accuracy")])
+
+    result = {"cell": cell.name, "method": cell.method, "missingness": cell.missingness,
+              "missing_rate": cell.missing_rate, "train_size": len(train_mask), "test_size": len(test_images),
+              "train_missing_fraction": masks.realised_missing_fraction(train_mask)}
+    result.update({key: summarize(values) for key, values in figures.items()})
+    result["seconds"] = {key: [round(s, 2) for s in value] if isinstance(value, list) else round(value, 2)
+                         for key, value in seconds.items()}
+    return result, grid
+
+
+def model_identity(model_dir: str) -> dict[str, Any]:
+    """Which trained model a cell's figures come from (a resumed or retrained model changes it)."""
+    latest = tf.train.latest_checkpoint(os.path.join(model_dir, "checkpoints"))
+    return {"model_workdir": os.path.abspath(model_dir),
+            "checkpoint": os.path.basename(latest) if latest else None}
+
+
+def finished_cell(output_dir: str, cell: Cell, provenance: dict[str, Any]) -> dict[str, Any] | None:
+    """The stored result of ``cell`` if it was computed with the same model and settings."""
+    path = os.path.join(output_dir, CELLS_DIR, f"{cell.name}.json")
+    if not os.path.exists(path):
+        return None
+    with open(path) as f:
+        stored = json.load(f)
+    return stored if stored.get("provenance") == provenance else None
+
+
+def save_cell(output_dir: str, result: dict[str, Any], grid: dict[str, np.ndarray]) -> None:
+    """Grid digits first, then the JSON (its presence marks the cell finished); both atomically."""
+    cells_dir = os.path.join(output_dir, CELLS_DIR)
+    os.makedirs(cells_dir, exist_ok=True)
+    temporary = os.path.join(cells_dir, f"{result['cell']}.tmp.npz")
+    with open(temporary, "wb") as f:
+        np.savez(f, **grid)
+    os.replace(temporary, os.path.join(cells_dir, f"{result['cell']}.npz"))
+    write_json_atomically(os.path.join(cells_dir, f"{result['cell']}.json"), result)
+
+
+def write_outputs(output_dir: str, results: list[dict[str, Any]], run_settings: dict[str, Any],
+                  classifier_info: dict[str, Any]) -> None:
+    """results.json, results.md, the perception-distortion plot and the imputation grid."""
+    write_json_atomically(os.path.join(output_dir, RESULTS_FILE), {
+        "settings": run_settings, "classifier": classifier_info,
+        "cells": {result["cell"]: result for result in results}})
+    temporary = os.path.join(output_dir, f"{TABLE_FILE}.tmp")
+    with open(temporary, "w") as f:
+        f.write(report.markdown_report(results, run_settings, classifier_info))
+    os.replace(temporary, os.path.join(output_dir, TABLE_FILE))
+    report.plot_perception_distortion(results, os.path.join(output_dir, PLOT_FILE))
+    panels: dict[tuple[str, float], dict[str, Any]] = {}
+    for result in results:
+        with np.load(os.path.join(output_dir, CELLS_DIR, f"{result['cell']}.npz")) as grid:
+            key = (result["missingness"], result["missing_rate"])
+            title = f"{report.MECHANISM_LABELS.get(key[0], key[0])} {key[1]:g}"
+            panel = panels.setdefault(key, {"title": title, "images": grid["images"], "mask": grid["mask"],
+                                            "imputed": {}})
+            panel["imputed"][result["method"]] = grid["imputed"]
+    report.plot_imputations(list(panels.values()), os.path.join(output_dir, GRID_FILE))
+
+
+def run_evaluation(cells: list[Cell], models_dir: str, output_dir: str, mnist: Mnist, fid: FeatureFid,
+                   settings: EvaluationSettings, training: TrainingRequest | None,
+                   run_settings: dict[str, Any], log: Callable[[str], None] = print) -> list[dict[str, Any]]:
+    """Evaluates every cell not already finished, writing the outputs after each; returns the results.
+
+    ``mnist`` holds at least as many training digits as any cell's model was (or will be) trained on.
+    """
+    os.makedirs(output_dir, exist_ok=True)
+    results = []
+    for index, cell in enumerate(cells, start=1):
+        model_dir = os.path.join(models_dir, cell.name)
+        prefix = f"[{index}/{len(cells)}] {cell.name}"
+        provenance = None
+        if _is_finished(model_dir):
+            provenance = dict(model_identity(model_dir), evaluation=settings.as_dict())
+            result = finished_cell(output_dir, cell, provenance)
+            if result is not None:
+                log(f"{prefix}: already evaluated (RMSE {result['rmse']['mean']:.4f}, "
+                    f"FID {result['fid']['mean']:.3f}, accuracy {result['accuracy']['mean']:.4f})")
+                results.append(result)
+                continue
+        model, config = trained_model(cell, model_dir, output_dir, mnist, training, log)
+        if provenance is None:
+            provenance = dict(model_identity(model_dir), evaluation=settings.as_dict())
+        log(f"{prefix}: evaluating the model in {model_dir}")
+        result, grid = evaluate_cell(cell, model, config, mnist, settings, fid)
+        with open(os.path.join(model_dir, "metrics.json")) as f:
+            result["model"] = {"config": config, "metrics": json.load(f)}
+        result["provenance"] = provenance
+        save_cell(output_dir, result, grid)
+        seconds = result["seconds"]
+        log(f"{prefix}: RMSE {result['rmse']['mean']:.4f}, FID {result['fid']['mean']:.3f}, accuracy "
+            f"{result['accuracy']['mean']:.4f}; {seconds['impute_training_digits']:.1f}s imputing and "
+            f"{seconds['fit_logistic_regression']:.1f}s fitting on the training digits, "
+            f"{np.mean(seconds['per_repeat']):.1f}s per test masking")
+        results.append(result)
+        write_outputs(output_dir, results, run_settings, fid.info)
+    write_outputs(output_dir, results, run_settings, fid.info)
+    log(f"results: {os.path.join(output_dir, RESULTS_FILE)}, {os.path.join(output_dir, TABLE_FILE)}")
+    return results
+
+
