@@ -46,7 +46,7 @@ def test_flagfile_and_environment_variable(mnist_dir, tmp_path):
     with open(tmp_path / "config.json") as f:
         config = json.load(f)
     assert config["model"] == "rbm" and config["model_config"]["linearized"] is False
-    assert config["training"]["learning_rate"] == 1e-4 and config["training"]["batch_size"] == 128
+    assert config["model_config"]["learning_rate"] == 1e-4 and config["training"]["batch_size"] == 128
 
 
 @pytest.mark.parametrize("args,message", [
@@ -54,12 +54,49 @@ def test_flagfile_and_environment_variable(mnist_dir, tmp_path):
     (["--data_dir=/no/such/mnist"], "error: /no/such/mnist: data directory does not exist"),
     (["--missing_rate=1.5"], "error: missing_rate must be in (0, 1), got 1.5"),
     (["--rank=tall"], "error: --rank must be 'full', 'auto' or an integer, got 'tall'"),
+    (["--rank=auto", "--hidden_units=0"], "error: hidden_units must be >= 1, got 0"),
+    (["--misgan_tau=0.5"], "error: --misgan_tau does not apply to lmrbm (it is a setting of misgan); "
+                           "lmrbm's settings: --hidden_units, --rank"),
 ])
 def test_bad_input_gives_one_line_errors(mnist_dir, tmp_path, args, message):
     result = run("tfimpute.train", f"--data_dir={mnist_dir}", f"--workdir={tmp_path}", "--epochs=1",
                  *TINY, *args)
     assert result.returncode == 2
     assert message in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_setting_flags_follow_the_model_settings():
+    """A setting's flag is its name; shared settings default to each model's own; lists are parsed."""
+    from absl import flags as absl_flags
+
+    from tfimpute import cli
+    from tfimpute.models import registry
+
+    values = absl_flags.FlagValues()
+    saved, cli.FLAGS = cli.FLAGS, values
+    try:
+        absl_flags.DEFINE_integer("seed", 0, "training seed", flag_values=values)
+        original_define = {name: getattr(absl_flags, name) for name in dir(absl_flags) if name.startswith("DEFINE")}
+        for name, define in original_define.items():  # route cli's DEFINE_* calls to `values`
+            setattr(cli.flags, name, lambda *a, _d=define, **k: _d(*a, flag_values=values, **k))
+        cli.define_setting_flags()
+    finally:
+        for name, define in original_define.items():
+            setattr(cli.flags, name, define)
+    values(["prog", "--misgan_tau=0.25", "--vae_hidden_units=16,4"])
+    assert values["hidden_units"].default == 4096 and values["latent_size"].default is None
+    assert "misgan 128" in values["latent_size"].help and "dcgan 100" in values["latent_size"].help
+    assert cli.settings_from_flags(registry.get("misgan"))["misgan_tau"] == 0.25
+    assert cli.settings_from_flags(registry.get("vae"))["vae_hidden_units"] == [16, 4]
+    cli.FLAGS = saved
+    model = registry.get("misgan").build({"misgan_tau": 0.25, "latent_size": None})
+    assert model.get_config()["misgan_tau"] == 0.25 and model.get_config()["latent_size"] == 128
+
+
+def test_a_bad_list_setting_is_refused_in_one_line():
+    result = run("tfimpute.bench", "--model=vae", "--vae_hidden_units=8,x", "--steps=1")
+    assert result.returncode == 2 and "error: --vae_hidden_units: 8,x is not a list of int values" in result.stderr
     assert "Traceback" not in result.stderr
 
 

@@ -55,7 +55,7 @@ def train(model_name: str, mnist: Mnist, data: dict[str, Any], settings: dict[st
           f"fraction {train_missing:.4f} (train, {len(train_mask)} digits), {test_missing:.4f} "
           f"(test, {len(test_mask)} digits)")
 
-    settings = spec.cls.settings_for_data(settings, train_data)
+    settings = spec.settings_for_data(settings, train_data)
     with strategy.scope():
         model = spec.build(settings)
         model.compile()

@@ -210,34 +210,46 @@ class MisGAN(Imputer):
                 self.penalty_weight),
         }
 
+    def generator_losses(self, observed: tf.Tensor, mask: tf.Tensor, data_latent: tf.Tensor,
+                         mask_latent: tf.Tensor, noise: tf.Tensor) -> dict[str, tf.Tensor]:
+        """The generator-side objectives for the draws given (z for G_x, ε for G_m, imputer noise ω):
+
+        * ``mask_generator_loss`` = L_m + α·L_x, with L_m = −E[D_m(G_m(ε))] and
+          L_x = −E[D_x(G_x(z) ⊙ G_m(ε) + τ(1 − G_m(ε)))];
+        * ``data_generator_loss`` = L_x + β·E[D_i(G_x(z))] (the generator's side of the imputer game);
+        * ``imputer_loss`` = L_i + γ·E[Σ m (I(·) − x)² / max(Σ m, 1)], with L_i = −E[D_i(imputation)].
+
+        Pure: no variable changes (call it under a tape to differentiate).
+        """
+        fake_data = self.generate(data_latent)
+        fake_mask = self.generate_masks(mask_latent)
+        data_loss = gan.generator_loss(self.data_critic, self.masked(fake_data, fake_mask))
+        mask_loss = gan.generator_loss(self.mask_critic, fake_mask)
+        # Generator side of the imputer game: β·E[D_i(G_x(z))].
+        imputer_game = -gan.generator_loss(self.imputer_critic, fake_data)
+        raw_imputation = self.imputer_output(observed, mask, noise)
+        imputer_loss = gan.generator_loss(
+            self.imputer_critic, keep_observed(observed, mask, raw_imputation))
+        if self.gamma > 0:
+            per_image = (tf.reduce_sum(tf.square(raw_imputation - observed) * mask, axis=[1, 2, 3])
+                         / tf.maximum(tf.reduce_sum(mask, axis=[1, 2, 3]), 1.0))
+            imputer_loss += self.gamma * gan.replica_mean(per_image)
+        return {"mask_generator_loss": mask_loss + self.alpha * data_loss,
+                "data_generator_loss": data_loss + self.beta * imputer_game,
+                "imputer_loss": imputer_loss}
+
     def generator_updates(self, observed: tf.Tensor, mask: tf.Tensor, step: tf.Tensor) -> None:
         """Updates G_m, G_x and the imputer against the current critics (replica context)."""
         batch_size = tf.shape(observed)[0]
         data_latent, mask_latent, noise, *_ = self._draws(batch_size, step, 1)
-        data_variables = self.data_generator.trainable_variables
-        mask_variables = self.mask_generator.trainable_variables
-        imputer_variables = self.imputer_network.trainable_variables
         with tf.GradientTape(persistent=True) as tape:
-            fake_data = self.generate(data_latent)
-            fake_mask = self.generate_masks(mask_latent)
-            data_loss = gan.generator_loss(self.data_critic, self.masked(fake_data, fake_mask))
-            mask_loss = gan.generator_loss(self.mask_critic, fake_mask)
-            # Generator side of the imputer game: β·E[D_i(G_x(z))].
-            imputer_game = -gan.generator_loss(self.imputer_critic, fake_data)
-            raw_imputation = self.imputer_output(observed, mask, noise)
-            imputer_loss = gan.generator_loss(
-                self.imputer_critic, keep_observed(observed, mask, raw_imputation))
-            if self.gamma > 0:
-                per_image = (tf.reduce_sum(tf.square(raw_imputation - observed) * mask, axis=[1, 2, 3])
-                             / tf.maximum(tf.reduce_sum(mask, axis=[1, 2, 3]), 1.0))
-                imputer_loss += self.gamma * gan.replica_mean(per_image)
-            mask_generator_loss = mask_loss + self.alpha * data_loss
-            data_generator_loss = data_loss + self.beta * imputer_game
-        for loss, variables, optimizer in (
-                (mask_generator_loss, mask_variables, self.mask_generator_optimizer),
-                (data_generator_loss, data_variables, self.data_generator_optimizer),
-                (imputer_loss, imputer_variables, self.imputer_optimizer)):
-            optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
+            losses = self.generator_losses(observed, mask, data_latent, mask_latent, noise)
+        for name, network, optimizer in (
+                ("mask_generator_loss", self.mask_generator, self.mask_generator_optimizer),
+                ("data_generator_loss", self.data_generator, self.data_generator_optimizer),
+                ("imputer_loss", self.imputer_network, self.imputer_optimizer)):
+            variables = network.trainable_variables
+            optimizer.apply_gradients(zip(tape.gradient(losses[name], variables), variables))
         del tape
 
     def distributed_train_step(self, strategy: tf.distribute.Strategy, batch) -> dict[str, tf.Tensor]:

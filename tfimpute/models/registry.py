@@ -75,7 +75,14 @@ class ModelSpec:
         try:
             return self.cls(name=self.name, **self.fixed, **given)
         except ValueError as exc:
-            raise InvalidInputError(f"--model={self.name}: {exc}") from None
+            raise InvalidInputError(str(exc)) from None
+
+    def settings_for_data(self, settings: dict[str, Any], train_data) -> dict[str, Any]:
+        """``settings`` with what depends on the training data resolved (e.g. the RBM's rank 'auto')."""
+        try:
+            return self.cls.settings_for_data(settings, train_data)
+        except ValueError as exc:
+            raise InvalidInputError(str(exc)) from None
 
     def from_config(self, config: dict[str, Any]):
         """The model a stored ``get_config()`` describes (older key names upgraded by the class)."""
