@@ -4,6 +4,7 @@ import json
 import os
 import subprocess
 import sys
+import textwrap
 
 import pytest
 
@@ -63,7 +64,8 @@ def test_bad_input_gives_one_line_errors(mnist_dir, tmp_path, args, message):
                  *TINY, *args)
     assert result.returncode == 2
     assert message in result.stderr
-    assert "Traceback" not in result.stderr
+    # One line: no Traceback, and none of TensorFlow's start-up lines (oneDNN, CUDA, cuInit).
+    assert result.stderr.strip().splitlines() == [result.stderr.strip()], result.stderr
 
 
 def test_setting_flags_follow_the_model_settings():
@@ -74,24 +76,23 @@ def test_setting_flags_follow_the_model_settings():
     from tfimpute.models import registry
 
     values = absl_flags.FlagValues()
-    saved, cli.FLAGS = cli.FLAGS, values
-    try:
-        absl_flags.DEFINE_integer("seed", 0, "training seed", flag_values=values)
-        original_define = {name: getattr(absl_flags, name) for name in dir(absl_flags) if name.startswith("DEFINE")}
-        for name, define in original_define.items():  # route cli's DEFINE_* calls to `values`
-            setattr(cli.flags, name, lambda *a, _d=define, **k: _d(*a, flag_values=values, **k))
-        cli.define_setting_flags()
-    finally:
-        for name, define in original_define.items():
-            setattr(cli.flags, name, define)
+    cli.define_setting_flags(values)
     values(["prog", "--misgan_tau=0.25", "--vae_hidden_units=16,4"])
     assert values["hidden_units"].default == 4096 and values["latent_size"].default is None
     assert "misgan 128" in values["latent_size"].help and "dcgan 100" in values["latent_size"].help
-    assert cli.settings_from_flags(registry.get("misgan"))["misgan_tau"] == 0.25
-    assert cli.settings_from_flags(registry.get("vae"))["vae_hidden_units"] == [16, 4]
-    cli.FLAGS = saved
+    assert values["optimizer"].default is None and values["momentum"].default == 0.0
+    assert cli.settings_from_flags(registry.get("misgan"), values)["misgan_tau"] == 0.25
+    assert cli.settings_from_flags(registry.get("vae"), values)["vae_hidden_units"] == [16, 4]
+    assert set(cli.settings_from_flags(registry.get("dcgan"), values)) == set(registry.get("dcgan").fields)
     model = registry.get("misgan").build({"misgan_tau": 0.25, "latent_size": None})
     assert model.get_config()["misgan_tau"] == 0.25 and model.get_config()["latent_size"] == 128
+
+
+def test_tensorflow_start_up_lines_only_with_verbosity():
+    quiet = run("tfimpute.train", "--model=gan9000", "--workdir=unused")
+    assert quiet.stderr.strip().startswith("error: unknown model") and "cuda" not in quiet.stderr.lower()
+    verbose = run("tfimpute.train", "--model=gan9000", "--workdir=unused", "--verbosity=0")
+    assert len(verbose.stderr.strip().splitlines()) > 1  # TensorFlow's own start-up lines come through
 
 
 def test_a_bad_list_setting_is_refused_in_one_line():
@@ -113,3 +114,31 @@ def test_bench_prints_json_last():
 def test_stray_positional_arguments_are_refused_in_one_line():
     result = run("tfimpute.bench", "--model=lmrbm", "oops")
     assert result.returncode == 2 and result.stderr.strip().endswith("error: unexpected arguments: oops")
+
+
+def test_every_config_flagfile_parses_and_builds_its_model():
+    """Each configs/*.cfg names only existing flags and settings of its own model (flags come from the
+    model settings, so a renamed setting would break a flagfile here first)."""
+    script = textwrap.dedent("""
+        import glob, sys
+        from absl import flags
+        from tfimpute import cli, train
+        from tfimpute.models import registry
+        train.define_flags()
+        for path in sorted(glob.glob("configs/*.cfg")):
+            values = flags.FLAGS
+            values.unparse_flags()
+            values(["train", f"--flagfile={path}"])
+            spec = registry.get(values.model)
+            cli.check_settings_apply(spec)
+            settings = cli.settings_from_flags(spec)
+            if settings.get("rank") == "auto":
+                settings["rank"] = 16
+            config = spec.build(settings).get_config()
+            given = {name for name in spec.fields if values[name].present}
+            assert given and all(config[name] == settings[name] for name in given if name != "rank"), path
+            print(path, values.model, len(given))
+    """)
+    result = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert len(result.stdout.strip().splitlines()) == len(os.listdir(os.path.join(REPO, "configs")))

@@ -3,7 +3,8 @@
 Importing this module imports TensorFlow with its C++ start-up lines silenced (the oneDNN,
 CUDA-driver, ``cuInit`` and "rebuild TensorFlow" lines every program would otherwise print):
 standard error is pointed at /dev/null while TensorFlow loads and looks for devices. Asked
-for with ``--verbosity=1`` (or ``-v 1``), or with TF_CPP_MIN_LOG_LEVEL set, nothing is silenced.
+for with ``--verbosity`` (absl's flag, e.g. ``--verbosity=1``), nothing is silenced; TF_CPP_MIN_LOG_LEVEL
+(default here 2) still applies to what TensorFlow logs later.
 It must therefore be imported by programs before TensorFlow; library modules never import it.
 """
 
@@ -15,15 +16,14 @@ from typing import Any, Callable
 
 
 def _verbose_requested(argv: list[str]) -> bool:
-    return "TF_CPP_MIN_LOG_LEVEL" in os.environ or any(
-        arg.startswith("--verbosity") or arg == "-v" or arg.startswith("-v=") for arg in argv[1:])
+    return any(arg.startswith("--verbosity") or arg == "-v" or arg.startswith("-v=") for arg in argv[1:])
 
 
 def _import_tensorflow_quietly() -> None:
     """Imports TensorFlow and lists its devices with file descriptor 2 on /dev/null."""
     if _verbose_requested(sys.argv):
         return
-    os.environ["TF_CPP_MIN_LOG_LEVEL"] = "2"
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's later C++ INFO and WARNING lines
     sys.stderr.flush()
     saved = os.dup(2)
     devnull = os.open(os.devnull, os.O_WRONLY)
@@ -62,14 +62,16 @@ def define_dataset_flags() -> None:
 
 def define_data_flags() -> None:
     define_dataset_flags()
+    complete_by_default = [spec.name for spec in registry.specs() if spec.cls.complete_training_data_by_default]
     flags.DEFINE_enum("missingness", "independent", ["independent", "square", "patch"],
                       "Missingness mechanism: I.M., S.O. or P.M. (see tfimpute/masks.py).")
     flags.DEFINE_float("missing_rate", 0.6, "Missing rate in (0, 1).")
     flags.DEFINE_boolean("binarize", False, "Threshold every digit's pixels at 0.5 (binarised MNIST).")
     flags.DEFINE_boolean("complete_training_data", False,
                          "Train on complete digits (nothing missing); the test digits are still masked "
-                         "by --missingness / --missing_rate for the imputation RMSE. dcgan and cgan "
-                         "default to complete digits unless --missingness is given.")
+                         "by --missingness / --missing_rate for the imputation RMSE. "
+                         f"{', '.join(complete_by_default) or 'No model'} default to complete digits unless "
+                         "a missingness flag is given.")
 
 
 def define_model_flags() -> None:
@@ -101,12 +103,12 @@ def _flag_default(value: Any) -> Any:
     return [str(item) for item in value] if isinstance(value, (list, tuple)) else value
 
 
-def define_setting_flags() -> None:
+def define_setting_flags(flag_values: flags.FlagValues = FLAGS) -> None:
     """One flag per model setting, named as the setting; a setting shared by several models is one
     flag whose default, when the models differ, is None ("the model's own"). Flags already defined
     (``--seed``, a training flag too) are shared as they are."""
     for name, owners in _setting_fields().items():
-        if name in FLAGS:
+        if name in flag_values:
             continue
         field = owners[0][1]
         defaults = {model: _flag_default(f.default) for model, f in owners}
@@ -117,17 +119,17 @@ def define_setting_flags() -> None:
             suffix = " Default: the model's own (" + ", ".join(f"{m} {d}" for m, d in defaults.items()) + ")."
         help_text = field.help + suffix
         if field.choices:
-            flags.DEFINE_enum(name, default, list(field.choices), help_text)
+            flags.DEFINE_enum(name, default, list(field.choices), help_text, flag_values=flag_values)
         elif isinstance(field.default, bool):
-            flags.DEFINE_boolean(name, default, help_text)
+            flags.DEFINE_boolean(name, default, help_text, flag_values=flag_values)
         elif isinstance(field.default, int):
-            flags.DEFINE_integer(name, default, help_text)
+            flags.DEFINE_integer(name, default, help_text, flag_values=flag_values)
         elif isinstance(field.default, float):
-            flags.DEFINE_float(name, default, help_text)
+            flags.DEFINE_float(name, default, help_text, flag_values=flag_values)
         elif isinstance(field.default, (list, tuple)):
-            flags.DEFINE_list(name, default, help_text)
+            flags.DEFINE_list(name, default, help_text, flag_values=flag_values)
         else:
-            flags.DEFINE_string(name, default, help_text)
+            flags.DEFINE_string(name, default, help_text, flag_values=flag_values)
 
 
 def _parsed(field: Field, value: Any) -> Any:
@@ -142,9 +144,9 @@ def _parsed(field: Field, value: Any) -> Any:
     return value
 
 
-def settings_from_flags(spec: registry.ModelSpec) -> dict[str, Any]:
+def settings_from_flags(spec: registry.ModelSpec, flag_values: flags.FlagValues = FLAGS) -> dict[str, Any]:
     """The settings of model ``spec`` as the flags give them (None: the model's own default)."""
-    return {name: _parsed(field, FLAGS[name].value) for name, field in spec.fields.items()}
+    return {name: _parsed(field, flag_values[name].value) for name, field in spec.fields.items()}
 
 
 def all_settings_from_flags() -> dict[str, Any]:
