@@ -59,9 +59,9 @@ def test_evaluate_writes_results_and_resumes_without_recomputing(mnist_dir, clas
     (tmp_path / "cells" / "inpaint_square_0.6.json").unlink()
     evaluated = []
     evaluate_cell = evaluation.evaluate_cell
-    monkeypatch.setattr(evaluate, "evaluate_cell", lambda cell, *args: evaluated.append(cell.name)
+    monkeypatch.setattr(evaluation, "evaluate_cell", lambda cell, *args: evaluated.append(cell.name)
                         or evaluate_cell(cell, *args))
-    monkeypatch.setattr(evaluate, "train", lambda *args: pytest.fail("a trained cell was trained again"))
+    monkeypatch.setattr(evaluation, "train", lambda *args: pytest.fail("a trained cell was trained again"))
     cells = evaluation.plan_cells(["mean", "inpaint"], ["square"], [0.6])
     settings = evaluation.EvaluationSettings(repeats=2, test_size=100, test_mask_seed=1000,
                                            classifier_dir=classifier_dir)

@@ -82,7 +82,7 @@ def test_an_export_that_fails_its_check_leaves_nothing(rbm, tmp_path, monkeypatc
     def failing_check(path, signatures):
         raise savedmodel.ExportError("simulated mismatch")
 
-    monkeypatch.setattr(export, "check_export", failing_check)
+    monkeypatch.setattr(savedmodel, "check_export", failing_check)
     with pytest.raises(savedmodel.ExportError, match="simulated"):
         savedmodel.export_model(rbm, str(tmp_path), "lmrbm")
     assert os.listdir(tmp_path / "lmrbm") == []

@@ -26,6 +26,8 @@ CONFIG_FILE = "config.json"
 def upgraded(config: dict[str, Any]) -> dict[str, Any]:
     """``config`` in the current layout: renamed settings (the class's ``renamed_settings``) and the
     optimizer settings of 0.1's ``training`` section moved into ``model_config``."""
+    if config.get("model") not in registry.names() or "model_config" not in config:
+        return config  # not a model's workdir as train writes it: the checks that read it say what is wrong
     spec = registry.get(config["model"])
     model_config = {spec.cls.renamed_settings.get(key, key): value
                     for key, value in config["model_config"].items()}
@@ -35,7 +37,10 @@ def upgraded(config: dict[str, Any]) -> dict[str, Any]:
             value = training.pop(key, default)
             if key in spec.fields:
                 model_config.setdefault(key, value)
-    return {**config, "model_config": model_config, "training": training}
+    upgraded_config = {**config, "model_config": model_config}
+    if "training" in config:
+        upgraded_config["training"] = training
+    return upgraded_config
 
 
 def read_config(workdir: str) -> dict[str, Any] | None:
@@ -47,7 +52,7 @@ def read_config(workdir: str) -> dict[str, Any] | None:
         with open(path) as f:
             config = json.load(f)
         return upgraded(config)
-    except (OSError, json.JSONDecodeError, KeyError, TypeError) as exc:
+    except (OSError, json.JSONDecodeError, AttributeError) as exc:
         raise WorkdirError(f"{path}: unreadable ({exc})") from None
 
 
