@@ -39,7 +39,6 @@ from absl import app, flags
 from tfimpute import visualize, workdir
 from tfimpute.classifier import CLASSIFIER_DIR_ENV, FeatureFid
 from tfimpute.errors import InvalidInputError
-from tfimpute.models import registry
 from tfimpute.models.capabilities import GeneratesSamples
 from tfimpute.files import write_json_atomically
 
@@ -115,14 +114,9 @@ def report(model: GeneratesSamples, fid: FeatureFid, count: int, seed: int, outp
     return result
 
 
-def issubclass_generator(cls: type) -> bool:
-    """Whether instances of ``cls`` are ``GeneratesSamples`` (its methods, and ``num_classes``)."""
-    return all(hasattr(cls, name) for name in ("num_classes", "draw_latents", "generate", "sample",
-                                               "sample_grid", "interpolate"))
-
-
 def define_flags() -> None:
-    flags.DEFINE_string("workdir", None, "Training workdir of a dcgan, cgan or misgan model (required).")
+    flags.DEFINE_string("workdir", None, "Training workdir of a model that generates digits from latents "
+                        "(required).")
     flags.DEFINE_string("classifier_dir", None,
                         f"Trained MNIST classifier (python -m tfimpute.train --model=mnist_classifier); "
                         f"default: ${CLASSIFIER_DIR_ENV}.")
@@ -141,9 +135,8 @@ def main(argv: list[str]) -> None:
         raise InvalidInputError(f"--classifier_dir (or ${CLASSIFIER_DIR_ENV}) is required")
     model, config = workdir.load_trained(FLAGS.workdir)
     if not isinstance(model, GeneratesSamples):
-        generators = [spec.name for spec in registry.specs() if issubclass_generator(spec.cls)]
         raise InvalidInputError(f"{FLAGS.workdir} holds a {config['model']} model; gan_report reads "
-                                f"workdirs of models that generate from latents: {', '.join(generators)}")
+                                "workdirs of models that generate digits from latents (DCGAN, CGAN, MisGAN)")
     if FLAGS.samples < model.num_classes:
         raise InvalidInputError(f"--samples must be >= {model.num_classes} (one per class) for {config['model']}")
     output_dir = FLAGS.output_dir or FLAGS.workdir

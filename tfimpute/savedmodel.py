@@ -8,21 +8,9 @@ Keras model, then renamed into place, so a server polling ``export_dir/NAME``
 never sees half a model.
 
 The signatures are the model's own (:meth:`tfimpute.models.base.Imputer.serving_signatures`;
-a subclass extends its parent's), built from :mod:`tfimpute.signatures`; this module knows
-no model. Every model exports ``serving_default`` (``images``, ``mask`` -> ``imputed``,
-deterministic); beside it:
-
-* RBM / LM-RBM: ``impute_sample`` (``images``, ``mask``, ``seed`` -> ``imputed``, hidden
-  layer sampled) and ``hidden`` (-> ``hidden``, p(h | v_o));
-* every generative model (VAE, RealNVP): ``sample`` (``seed`` -> ``images``);
-* VAE: ``impute_sample``, ``encode`` (``images``, ``mask`` -> ``z_mean``,
-  ``z_log_variance``), ``decode`` (``z`` -> ``images``);
-* RealNVP: ``log_prob`` (``images`` -> ``log_prob``, nats per digit);
-* MisGAN: ``impute_sample``, ``sample`` (``seed`` -> ``images``, ``masks``);
-* DCGAN / CGAN (latent-search imputation): ``impute_sample``, ``sample``; CGAN
-  adds ``impute_with_labels`` (``images``, ``mask``, ``labels``, ``seed`` ->
-  ``imputed``, the search conditioned on each digit's class) and ``generate``
-  (``labels``, ``seed`` -> ``images``).
+a subclass extends its parent's, and each model's method says what it adds), built from
+:mod:`tfimpute.signatures`; this module knows no model. Every model exports ``serving_default``
+(``images``, ``mask`` -> ``imputed``, deterministic); the README lists the others.
 
 Randomness: a signature that draws takes ``seed``, one int32 per example, so
 it fits TF Serving's row ("instances") format where all inputs share the batch
