@@ -15,6 +15,7 @@ from tfimpute.models import registry
 from tfimpute.models.baselines import DiffusionInpainter, MeanImputer, diffusion_kernel
 from tfimpute.experiment import train
 from tfimpute.training import TrainingOptions
+from zoo_support import tiny_model
 
 
 def random_digits(n, seed, rate=0.5):
@@ -112,3 +113,9 @@ def test_bench_defines_no_flags_on_import_and_refuses_untrained_imputers():
     assert result.returncode == 2
     assert result.stderr.strip().splitlines()[-1] == \
         "error: --model=mean is an untrained imputer: it has no training step to time"
+
+
+@pytest.mark.parametrize("name", ["mean", "inpaint"])
+def test_serving_signatures_are_the_published_ones(name):
+    """The public serving API (README, "Export and serve"): a dropped signature or super() call fails here."""
+    assert set(tiny_model(name).serving_signatures()) == {"serving_default"}

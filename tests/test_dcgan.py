@@ -14,6 +14,7 @@ from tfimpute.masks import make_incomplete
 from tfimpute.models import gan
 from tfimpute.models.cgan import CGAN
 from tfimpute.models.dcgan import DCGAN
+from zoo_support import tiny_model
 
 
 def tiny(cls=DCGAN, **overrides):
@@ -284,3 +285,10 @@ def test_evaluate_trains_and_scores_an_ambient_dcgan_cell(mnist_dir, classifier_
     assert 0 < cell["rmse"]["mean"] < 1 and cell["fid"]["mean"] > 0
     data = cell["model"]["config"]["data"]
     assert data["missingness"] == "square" and "complete_training_data" not in data  # AmbientGAN training
+
+
+def test_serving_signatures_are_the_published_ones():
+    """The public serving API (README, "Export and serve"): a dropped signature or super() call fails here."""
+    dcgan = {"serving_default", "impute_sample", "sample"}
+    assert set(tiny_model("dcgan").serving_signatures()) == dcgan
+    assert set(tiny_model("cgan").serving_signatures()) == dcgan | {"impute_with_labels", "generate"}

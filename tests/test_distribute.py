@@ -9,7 +9,6 @@ import functools
 import json
 import re
 
-import keras
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -39,7 +38,7 @@ def mirrored():
     return strategy_named("mirrored")
 
 
-STEPS = {"lmrbm": 2, "rbm": 2, "misgan": 2}  # two: momentum state; MisGAN's generator step
+STEPS = 2  # two: optimizer state (momentum, Adam moments) applied once more; MisGAN's generator step
 
 
 def digits(n, seed=0):
@@ -50,16 +49,16 @@ def digits(n, seed=0):
 
 
 @functools.cache
-def trained(strategy_name, name, batch_size=7):
-    """A fresh model after STEPS[name] steps on ``digits(batch_size)`` under a strategy, and its last
-    logs (cached: the checkpoint tests reuse the models of the equality tests)."""
-    return train_steps(strategy_named(strategy_name), name, digits(batch_size), STEPS.get(name, 1))
+def trained(strategy_name, name, batch_size=7, **overrides):
+    """A fresh model (its tiny settings and ``overrides``) after STEPS steps on ``digits(batch_size)``
+    under a strategy, and its last logs (cached: the checkpoint tests reuse the equality tests' models)."""
+    return train_steps(strategy_named(strategy_name), name, digits(batch_size), STEPS, **overrides)
 
 
-def train_steps(strategy, name, data, steps):
+def train_steps(strategy, name, data, steps, **overrides):
     """``steps`` steps of a fresh model on the one global batch ``data``; returns it and the last logs."""
     with strategy.scope():
-        model = tiny_model(name)
+        model = tiny_model(name, **overrides)
         model.build_optimizers()
         model.prepare(data)
     step = tf.function(lambda b: model.distributed_train_step(strategy, b))
@@ -94,19 +93,25 @@ def test_replicas_draw_and_average_what_one_device_does(mirrored):
     assert sum(float(m) for m in mean) == pytest.approx(float(single_mean)) == 3.0
 
 
-def check_mirrored_step_equals_single_device_step(mirrored, name):
+def check_mirrored_step_equals_single_device_step(mirrored, name, **overrides):
     """Run by the contract test (tests/test_contract.py) for every registered trainable model."""
-    single, single_logs = trained("default", name)  # a global batch of 7: 4 + 3 rows on the replicas
-    replicated, replicated_logs = trained("mirrored", name)
+    single, single_logs = trained("default", name, **overrides)  # a global batch of 7: 4 + 3 rows per replica
+    replicated, replicated_logs = trained("mirrored", name, **overrides)
     assert replicated_logs.keys() == single_logs.keys()
     for key, value in single_logs.items():
         assert replicated_logs[key] == pytest.approx(value, rel=RTOL, abs=ATOL), key
     assert_same_weights(single, replicated)
     assert any(not np.array_equal(w, v.numpy()) for w, v in zip(  # training moved the model
-        tiny_model(name).get_weights(), replicated.weights))
+        tiny_model(name, **overrides).get_weights(), replicated.weights))
     for variable in replicated.weights:  # the replicas' copies agree exactly
         copies = [c.numpy() for c in mirrored.experimental_local_results(variable.value)]
         assert len(copies) == CPU_REPLICAS and all(np.array_equal(copies[0], c) for c in copies)
+
+
+def test_a_low_rank_rbm_mirrored_step_equals_the_single_device_step(mirrored):
+    """W = AB under MirroredStrategy: both factor updates summed over replicas (the contract test runs
+    the RBMs full-rank)."""
+    check_mirrored_step_equals_single_device_step(mirrored, "rbm", rank=4)
 
 
 @pytest.mark.parametrize("name", ["lmrbm", "misgan"])

@@ -26,7 +26,13 @@ SETTINGS = {
     "vae": {"latent_dim": 2, "vae_hidden_units": [8], "vae_impute_samples": 4},
     "misgan": {"latent_size": 4, "gan_width": 2, "imputer_units": 8, "misgan_tau": 0.1, "critic_steps": 2},
     "dcgan": {"latent_size": 4, "gan_width": 2, "search_steps": 3, "search_restarts": 2},
+    "realnvp": {"coupling_layers": 2, "coupling_hidden_units": 8, "coupling_hidden_layers": 1,
+                "flow_impute_steps": 2, "flow_impute_step_size": 0.1, "flow_train_fill_steps": 1},
+    "cgan": {"latent_size": 4, "gan_width": 2, "search_steps": 2, "search_restarts": 2, "search_temperature": 0.5},
+    "rbm": {"hidden_units": 8, "rank": "4", "impute_mode": "sample"},
+    "mean": {},
 }
+TRAINED = sorted(name for name in SETTINGS if name != "mean")
 
 
 @pytest.fixture(scope="module")
@@ -58,9 +64,29 @@ def test_upgraded_configs_hold_the_optimizer_settings_and_new_names():
     assert misgan["misgan_tau"] == 0.1 and misgan["gan_width"] == 2 and "tau" not in misgan
     vae = workdir.read_config(os.path.join(FIXTURES, "vae"))["model_config"]
     assert vae["vae_hidden_units"] == [8] and vae["optimizer"] == "adam"
+    realnvp = workdir.read_config(os.path.join(FIXTURES, "realnvp"))["model_config"]
+    assert (realnvp["coupling_hidden_units"], realnvp["coupling_hidden_layers"], realnvp["flow_impute_steps"],
+            realnvp["flow_impute_step_size"], realnvp["flow_train_fill_steps"]) == (8, 1, 2, 0.1, 1)
+    cgan = workdir.read_config(os.path.join(FIXTURES, "cgan"))["model_config"]
+    assert cgan["gan_width"] == 2 and cgan["search_temperature"] == 0.5 and "momentum" not in cgan
+    mean = workdir.read_config(os.path.join(FIXTURES, "mean"))
+    assert mean["training"] == {"batch_size": 32, "seed": 0} and "learning_rate" not in mean["model_config"]
 
 
-@pytest.mark.parametrize("name", ["lmrbm", "misgan"])
+@pytest.mark.parametrize("name", sorted(SETTINGS))
+def test_a_0_1_config_equals_what_today_writes_for_the_same_flags(name):
+    """The upgraded 0.1 config is exactly the one today's code builds from the same flag values."""
+    from tfimpute.models import registry
+
+    stored = workdir.read_config(os.path.join(FIXTURES, name))["model_config"]
+    spec = registry.get(name)
+    settings = dict(SETTINGS[name])
+    if settings.get("rank") == "auto":
+        settings["rank"] = stored["rank"]  # resolved from the training data
+    assert spec.build(settings).get_config() == stored
+
+
+@pytest.mark.parametrize("name", sorted(SETTINGS))
 def test_a_0_1_workdir_exports(name, tmp_path):
     model, _ = workdir.load_trained(os.path.join(FIXTURES, name))
     path = savedmodel.export_model(model, str(tmp_path), name)
@@ -72,7 +98,7 @@ def test_a_0_1_workdir_exports(name, tmp_path):
     np.testing.assert_allclose(served.numpy(), expected.numpy(), rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize("name", sorted(SETTINGS))
+@pytest.mark.parametrize("name", TRAINED)
 def test_a_0_1_workdir_resumes_training(name, mnist, tmp_path, capsys):
     run = str(tmp_path / name)
     shutil.copytree(os.path.join(FIXTURES, name), run)

@@ -14,6 +14,7 @@ from tfimpute import callbacks, visualize
 from tfimpute import workdir as workdir_module
 from tfimpute.models import gan
 from tfimpute.models.misgan import MisGAN
+from zoo_support import tiny_model
 
 
 def test_critic_step_with_gradient_penalty_matches_hand_computation():
@@ -161,3 +162,9 @@ def test_square_grid_places_image_k_in_row_k_mod_side():
         np.testing.assert_allclose(grid[top:top + 28, left:left + 28], k / 8)
     with pytest.raises(ValueError, match="square number of images, got 8"):
         visualize.square_grid(images[:8])
+
+
+@pytest.mark.parametrize("name", ["misgan"])
+def test_serving_signatures_are_the_published_ones(name):
+    """The public serving API (README, "Export and serve"): a dropped signature or super() call fails here."""
+    assert set(tiny_model(name).serving_signatures()) == {"serving_default", "impute_sample", "sample"}

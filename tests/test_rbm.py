@@ -8,6 +8,7 @@ import tensorflow as tf
 from tfimpute.errors import InvalidInputError
 from tfimpute.masks import IncompleteData
 from tfimpute.models.rbm import RBM
+from zoo_support import tiny_model
 
 
 def sigmoid(x):
@@ -183,3 +184,9 @@ def test_registry_rank_rule_of_thumb():
     assert build("rbm", {**settings, "rank": "12"}).linearized is False
     with pytest.raises(InvalidInputError, match="--rank must be"):
         registry.get("rbm").build({"rank": "half"})
+
+
+@pytest.mark.parametrize("name", ["lmrbm", "rbm"])
+def test_serving_signatures_are_the_published_ones(name):
+    """The public serving API (README, "Export and serve"): a dropped signature or super() call fails here."""
+    assert set(tiny_model(name).serving_signatures()) == {"serving_default", "impute_sample", "hidden"}

@@ -13,6 +13,7 @@ from tfimpute import masks, workdir
 from tfimpute.models.realnvp import PIXELS, RealNVP, checkerboard_permutation
 from tfimpute.models.replicas import StepDraws
 from tfimpute.training import TrainingOptions, run_training
+from zoo_support import tiny_model
 
 tfb = tfp.bijectors
 OPTIONS = TrainingOptions(epochs=2, batch_size=16, seed=0, eval_size=8, grid_size=4)
@@ -167,3 +168,9 @@ def test_complete_batches_train_on_the_likelihood_alone():
 def test_bad_settings_are_rejected(bad):
     with pytest.raises(ValueError):
         RealNVP(**bad)
+
+
+@pytest.mark.parametrize("name", ["realnvp"])
+def test_serving_signatures_are_the_published_ones(name):
+    """The public serving API (README, "Export and serve"): a dropped signature or super() call fails here."""
+    assert set(tiny_model(name).serving_signatures()) == {"serving_default", "sample", "log_prob"}

@@ -14,6 +14,7 @@ from tfimpute.data import Mnist
 from tfimpute.models import registry
 from tfimpute.models.vae import VAE, gaussian_kl
 from tfimpute.training import TrainingOptions, run_training
+from zoo_support import tiny_model
 
 OPTIONS = TrainingOptions(epochs=2, batch_size=16, seed=0, eval_size=20, grid_size=4)
 
@@ -227,3 +228,9 @@ def test_rbms_default_to_sgd_and_resume(tmp_path):
     resumed = experiment.train("rbm", mnist, data, RBM_SETTINGS, TrainingOptions(**{**options.__dict__, "epochs": 2}),
                           str(tmp_path))
     assert resumed["epochs"] == 2
+
+
+@pytest.mark.parametrize("name", ["vae"])
+def test_serving_signatures_are_the_published_ones(name):
+    """The public serving API (README, "Export and serve"): a dropped signature or super() call fails here."""
+    assert set(tiny_model(name).serving_signatures()) == {"serving_default", "impute_sample", "sample", "encode", "decode"}

@@ -43,6 +43,7 @@ import tensorflow as tf
 from absl import app, flags
 
 from tfimpute.errors import InvalidInputError
+from tfimpute.masks import IncompleteData
 from tfimpute.models import registry
 from tfimpute.models.base import Imputer
 from tfimpute.models.capabilities import CountsStepFlops, HasExtraBenchmark
@@ -73,14 +74,20 @@ def _timed(fn, steps: int, warmup: int) -> float:
     return (time.perf_counter() - started) / steps
 
 
-def benchmark_train_step(model: Imputer, batch_size: int, steps: int, warmup: int) -> dict:
-    """Seconds per ``train_step`` on a batch of the same synthetic data (any model); for a model that
-    counts its FLOPs also GFLOP/s and their ratio to its dominant matrix product timed alone."""
+def benchmark_batch(batch_size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Synthetic binary digits (15% of pixels on), 60% of pixels missing, random labels."""
     rng = np.random.default_rng(0)
     mask = (rng.random((batch_size, 28, 28, 1)) >= 0.6).astype(np.float32)
     images = (rng.random((batch_size, 28, 28, 1)) < 0.15).astype(np.float32)
-    labels = rng.integers(0, 10, batch_size).astype(np.int32)
-    batch = (tf.constant(images * mask), tf.constant(mask), tf.constant(labels))
+    return images * mask, mask, rng.integers(0, 10, batch_size).astype(np.int32)
+
+
+def benchmark_train_step(model: Imputer, batch: tuple[np.ndarray, ...], steps: int, warmup: int) -> dict:
+    """Seconds per ``train_step`` on ``batch`` (any model); for a model that counts its FLOPs also
+    GFLOP/s and their ratio to its dominant matrix product timed alone."""
+    rng = np.random.default_rng(1)
+    batch_size = len(batch[0])
+    batch = tuple(tf.constant(x) for x in batch)
     model.build_optimizers()
     train_step = tf.function(model.train_step)
     step_seconds = _timed(lambda: list(train_step(batch).values())[0], steps, warmup)
@@ -108,17 +115,16 @@ def main(argv: list[str]) -> None:
         having = [other.name for other in registry.specs() if issubclass(other.cls, HasExtraBenchmark)]
         raise InvalidInputError(f"--search_benchmark: {FLAGS.model} has no extra benchmark "
                                 f"({', '.join(having)} have one)")
-    settings = cli.settings_from_flags(spec)
-    if settings.get("rank") == "auto":  # the paper's rule at 40% observed pixels (the benchmark's masks)
-        settings["rank"] = max(1, min(settings["hidden_units"], round(784 * 0.4)))
+    observed, mask, labels = benchmark_batch(FLAGS.batch_size)
+    settings = spec.settings_for_data(cli.settings_from_flags(spec), IncompleteData(observed, mask, labels))
     model = spec.build(settings)
     model.compile()
-    shown = {key: value for key, value in model.get_config().items() if key in ("hidden_units", "rank")}
+    shown = {name: FLAGS[name].value for name in spec.cls.size_settings}
     print(f"Benchmarking {FLAGS.model}: {''.join(f'{k}={v} ' for k, v in shown.items())}"
           f"batch_size={FLAGS.batch_size}, {FLAGS.steps} steps after {FLAGS.warmup_steps} warm-up steps, "
           f"{tf.config.threading.get_intra_op_parallelism_threads() or 'all'} intra-op threads")
     result = {"model": FLAGS.model, **shown, "batch_size": FLAGS.batch_size, "steps": FLAGS.steps}
-    result.update(benchmark_train_step(model, FLAGS.batch_size, FLAGS.steps, FLAGS.warmup_steps))
+    result.update(benchmark_train_step(model, (observed, mask, labels), FLAGS.steps, FLAGS.warmup_steps))
     if FLAGS.search_benchmark:
         result.update(model.extra_benchmark(FLAGS.search_batch))
     print(json.dumps(result))

@@ -36,7 +36,7 @@ class EpochImages(keras.callbacks.Callback):
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         for image in self.model.epoch_images(epoch + 1, self.params["epochs"]):
             if image.tag:
-                tf.summary.image(image.tag, image.grid[None])
+                tf.summary.image(image.tag, image.grid[None], step=image.step)
             if image.file:
                 visualize.save_png(image.grid, os.path.join(self.workdir, image.file), scale=image.scale)
 

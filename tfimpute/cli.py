@@ -3,8 +3,8 @@
 Importing this module imports TensorFlow with its C++ start-up lines silenced (the oneDNN,
 CUDA-driver, ``cuInit`` and "rebuild TensorFlow" lines every program would otherwise print):
 standard error is pointed at /dev/null while TensorFlow loads and looks for devices. Asked
-for with ``--verbosity`` (absl's flag, e.g. ``--verbosity=1``), nothing is silenced; TF_CPP_MIN_LOG_LEVEL
-(default here 2) still applies to what TensorFlow logs later.
+for with ``--verbosity`` (absl's flag, e.g. ``--verbosity=1``), nothing is silenced; otherwise
+TF_CPP_MIN_LOG_LEVEL defaults to 2 for what TensorFlow logs later.
 It must therefore be imported by programs before TensorFlow; library modules never import it.
 """
 
@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 
 def _verbose_requested(argv: list[str]) -> bool:
@@ -44,8 +44,8 @@ from absl import flags  # noqa: E402
 
 from tfimpute import masks  # noqa: E402
 from tfimpute.errors import InvalidInputError, TfImputeError  # noqa: E402
-from tfimpute.models import registry  # noqa: E402  (importing the package registers every model)
-from tfimpute.models.registry import Field  # noqa: E402
+if TYPE_CHECKING:
+    from tfimpute.models.registry import Field, ModelSpec
 
 FLAGS = flags.FLAGS
 
@@ -60,8 +60,16 @@ def define_dataset_flags() -> None:
     flags.DEFINE_integer("num_patches", masks.DEFAULT_NUM_PATCHES, "Rectangles per image for --missingness=patch.")
 
 
+def _registry():
+    """The model registry, filled (imported on first use: the serving programs never need the zoo)."""
+    from tfimpute.models import registry  # importing the package registers every model
+
+    return registry
+
+
 def define_data_flags() -> None:
     define_dataset_flags()
+    registry = _registry()
     complete_by_default = [spec.name for spec in registry.specs() if spec.cls.complete_training_data_by_default]
     flags.DEFINE_enum("missingness", "independent", ["independent", "square", "patch"],
                       "Missingness mechanism: I.M., S.O. or P.M. (see tfimpute/masks.py).")
@@ -76,7 +84,7 @@ def define_data_flags() -> None:
 
 def define_model_flags() -> None:
     """``--model`` and one flag per model setting (:mod:`tfimpute.models.registry`)."""
-    flags.DEFINE_string("model", "lmrbm", f"Model name ({', '.join(registry.names())}; "
+    flags.DEFINE_string("model", "lmrbm", f"Model name ({', '.join(_registry().names())}; "
                         "tfimpute.train also takes mnist_classifier).")
     define_setting_flags()
 
@@ -93,7 +101,7 @@ def define_training_flags() -> None:
 def _setting_fields() -> dict[str, list[tuple[str, Field]]]:
     """Every setting name -> the (model, field) pairs that have it."""
     fields: dict[str, list[tuple[str, Field]]] = {}
-    for spec in registry.specs():
+    for spec in _registry().specs():
         for name, field in spec.fields.items():
             fields.setdefault(name, []).append((spec.name, field))
     return fields
@@ -103,21 +111,39 @@ def _flag_default(value: Any) -> Any:
     return [str(item) for item in value] if isinstance(value, (list, tuple)) else value
 
 
+def _flag_kind(field: Field) -> tuple:
+    if field.choices:
+        return ("enum", tuple(sorted(field.choices)))
+    for kind in (bool, int, float):  # bool first: it is an int
+        if isinstance(field.default, kind):
+            return (kind.__name__,)
+    return ("list",) if isinstance(field.default, (list, tuple)) else ("string",)
+
+
 def define_setting_flags(flag_values: flags.FlagValues = FLAGS) -> None:
     """One flag per model setting, named as the setting; a setting shared by several models is one
-    flag whose default, when the models differ, is None ("the model's own"). Flags already defined
-    (``--seed``, a training flag too) are shared as they are."""
+    flag whose default, when the models differ, is None ("the model's own"), and whose help gives
+    each model's description. Flags already defined (``--seed``, a training flag too) are shared
+    as they are. Models sharing a setting name must agree on its kind (and choices)."""
     for name, owners in _setting_fields().items():
         if name in flag_values:
             continue
         field = owners[0][1]
+        if len({_flag_kind(f) for _, f in owners}) > 1:
+            raise TypeError(f"setting {name!r} has different kinds in {', '.join(m for m, _ in owners)}; "
+                            "rename it in one model")
         defaults = {model: _flag_default(f.default) for model, f in owners}
         if len({repr(d) for d in defaults.values()}) == 1:
             default, suffix = defaults[owners[0][0]], ""
         else:
             default = None
             suffix = " Default: the model's own (" + ", ".join(f"{m} {d}" for m, d in defaults.items()) + ")."
-        help_text = field.help + suffix
+        helps: dict[str, list[str]] = {}
+        for model, owner_field in owners:
+            helps.setdefault(owner_field.help, []).append(model)
+        help_text = field.help if len(helps) == 1 else " ".join(
+            f"{', '.join(models)}: {text}" for text, models in helps.items())
+        help_text += suffix
         if field.choices:
             flags.DEFINE_enum(name, default, list(field.choices), help_text, flag_values=flag_values)
         elif isinstance(field.default, bool):
@@ -144,7 +170,7 @@ def _parsed(field: Field, value: Any) -> Any:
     return value
 
 
-def settings_from_flags(spec: registry.ModelSpec, flag_values: flags.FlagValues = FLAGS) -> dict[str, Any]:
+def settings_from_flags(spec: ModelSpec, flag_values: flags.FlagValues = FLAGS) -> dict[str, Any]:
     """The settings of model ``spec`` as the flags give them (None: the model's own default)."""
     return {name: _parsed(field, flag_values[name].value) for name, field in spec.fields.items()}
 
@@ -154,7 +180,7 @@ def all_settings_from_flags() -> dict[str, Any]:
     return {name: _parsed(owners[0][1], FLAGS[name].value) for name, owners in _setting_fields().items()}
 
 
-def check_settings_apply(spec: registry.ModelSpec) -> None:
+def check_settings_apply(spec: ModelSpec) -> None:
     """Refuses a setting flag given explicitly that model ``spec`` does not have."""
     given = [name for name in _setting_fields()
              if FLAGS[name].present and name not in spec.fields and name not in TRAINING_FLAGS]

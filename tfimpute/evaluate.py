@@ -7,7 +7,7 @@
 Cells are method x mechanism x rate. The trained model of a cell lives at
 ``WORKDIR/{method}_{missingness}_{rate}`` (rate as typed in Python, e.g.
 ``lmrbm_independent_0.3``). A finished workdir (with ``metrics.json``) is used as it
-is; a missing one is trained first through :func:`tfimpute.train.train` with the
+is; a missing one is trained first through :func:`tfimpute.experiment.train` with the
 flags given (``--epochs``, ``--train_size``, ``--mask_seed``, ``--hidden_units``, ...),
 unless ``--notrain_missing``. A workdir whose training has not finished is an error
 (another process may be training it), except when this evaluation started it. So is

@@ -7,7 +7,7 @@
 * :func:`plot_imputations`: the same test digits masked and imputed by every method.
 
 Figures are drawn with matplotlib's Agg canvas (no display, no global pyplot state).
-Cells are the dicts :mod:`tfimpute.evaluate` writes (``method``, ``missingness``,
+Cells are the dicts :mod:`tfimpute.evaluation` writes (``method``, ``missingness``,
 ``missing_rate`` and ``{"mean", "stderr"}`` summaries).
 """
 

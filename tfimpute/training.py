@@ -114,10 +114,13 @@ def distributed_epoch(strategy: tf.distribute.Strategy, data: IncompleteData, ba
 
 
 def check_created_in_scope(model: Imputer, strategy: tf.distribute.Strategy) -> None:
-    """Refuses a model whose variables (or optimizer) were not created in ``strategy.scope()``."""
+    """Refuses an uncompiled trainable model, and one whose variables or optimizers were not created in
+    ``strategy.scope()``."""
+    if model.trainable_imputer and not model.optimizers():
+        raise InvalidInputError(f"{model.name}: compile the model (model.compile()) before training it")
     variables = list(model.variables)
-    if getattr(model, "optimizer", None) is not None:
-        variables += model.optimizer.variables
+    for optimizer in model.optimizers():
+        variables += optimizer.variables
     if not all(strategy.extended.variable_created_in_scope(getattr(v, "value", v)) for v in variables):
         raise InvalidInputError("the model and its optimizer must be created in strategy.scope() "
                                 "of the strategy it trains under")

@@ -54,9 +54,18 @@ def sum_over_replicas(strategy: tf.distribute.Strategy, logs: dict) -> dict[str,
             for name, value in logs.items()}
 
 
+OPTIMIZERS = ("sgd", "adam")
+
+
+def check_optimizer_name(name: str) -> str:
+    if name not in OPTIMIZERS:
+        raise ValueError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {name!r}")
+    return name
+
+
 def make_optimizer(name: str, learning_rate: float, momentum: float = 0.0) -> keras.optimizers.Optimizer:
     """``"adam"`` (Keras defaults) or ``"sgd"`` with ``momentum`` (the paper's RBM training: none)."""
-    if name == "adam":
+    if check_optimizer_name(name) == "adam":
         return keras.optimizers.Adam(learning_rate=learning_rate)
     return keras.optimizers.SGD(learning_rate=learning_rate, momentum=momentum)
 
@@ -72,6 +81,8 @@ class Imputer(keras.Model):
     # Settings small enough to train and export in seconds: the contract test (tests/test_contract.py)
     # runs every registered model with them.
     tiny_settings: dict = {}
+    # Settings that give the model's size, reported beside a benchmark's figures.
+    size_settings: tuple[str, ...] = ()
     # get_config() keys that only affect imputation: a trained workdir may change them (workdir.claim).
     inference_settings: tuple[str, ...] = ()
     # At most this many test digits in the training loop's per-epoch RMSE check (None: no limit),
@@ -108,10 +119,14 @@ class Imputer(keras.Model):
         return {signatures.DEFAULT_SIGNATURE: signatures.impute_signature(
             self.impute_batch, "model.impute_batch with the fixed stateless seed (0, 0)")}
 
+    def optimizers(self) -> list[keras.optimizers.Optimizer]:
+        """The optimizers ``compile`` set up (empty before it, and for an untrained imputer)."""
+        return [self.optimizer] if getattr(self, "optimizer", None) is not None else []
+
     def build_optimizers(self) -> None:
         """Creates optimizer slots before a checkpoint is restored or a step is traced."""
-        if getattr(self, "optimizer", None) is not None:
-            self.optimizer.build(self.trainable_variables)
+        for optimizer in self.optimizers():
+            optimizer.build(self.trainable_variables)
 
     @property
     def training_step_counter(self) -> tf.Variable:

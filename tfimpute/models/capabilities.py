@@ -18,12 +18,14 @@ import tensorflow as tf
 
 @dataclasses.dataclass(frozen=True)
 class EpochImage:
-    """An image a model shows after a training epoch: a TensorBoard image ``tag`` and/or a PNG ``file``."""
+    """An image a model shows after a training epoch: a TensorBoard image ``tag`` (at ``step``, default
+    the training step) and/or a PNG ``file`` (upscaled ``scale`` times)."""
 
     grid: np.ndarray  # [H, W, C] in [0, 1]
     tag: str | None = None
     file: str | None = None
     scale: int = 3
+    step: int | None = None
 
 
 @runtime_checkable

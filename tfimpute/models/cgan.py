@@ -52,7 +52,8 @@ class CGAN(DCGAN):
 
     def epoch_images(self, epoch: int, epochs: int) -> list[EpochImage]:
         """The one-row-per-class grid, in TensorBoard and as ``samples_epoch_NNNN.png``."""
-        return [EpochImage(self.class_grid(), tag="samples_by_class", file=f"samples_epoch_{epoch:04d}.png")]
+        return [EpochImage(self.class_grid(), tag="samples_by_class", file=f"samples_epoch_{epoch:04d}.png",
+                           step=epoch)]
 
     def serving_signatures(self) -> dict[str, signatures.ServingSignature]:
         """DCGAN's, plus ``impute_with_labels`` (search conditioned on the class) and ``generate``

@@ -116,6 +116,10 @@ class DCGAN(Imputer):
             self.learning_rate, beta_1=ADAM_BETA_1)
         super().compile()
 
+    def optimizers(self) -> list[keras.optimizers.Optimizer]:
+        return [getattr(self, name) for name in ("generator_optimizer", "discriminator_optimizer")
+                if hasattr(self, name)]
+
     def build_optimizers(self) -> None:
         self.generator_optimizer.build(self.generator.trainable_variables)
         self.discriminator_optimizer.build(self.discriminator.trainable_variables)
@@ -206,7 +210,7 @@ class DCGAN(Imputer):
 
     def epoch_images(self, epoch: int, epochs: int) -> list[EpochImage]:
         """The sample grid, in TensorBoard and as ``samples_epoch_NNNN.png``."""
-        return [EpochImage(self.sample_grid(), tag="samples", file=f"samples_epoch_{epoch:04d}.png")]
+        return [EpochImage(self.sample_grid(), tag="samples", file=f"samples_epoch_{epoch:04d}.png", step=epoch)]
 
     def serving_signatures(self) -> dict[str, signatures.ServingSignature]:
         """Latent-search imputation with seed 0 or one seed per digit, and ``sample``.

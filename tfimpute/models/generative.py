@@ -16,12 +16,11 @@ import numpy as np
 import tensorflow as tf
 
 from tfimpute import signatures, visualize
-from tfimpute.models.base import Imputer, make_optimizer
+from tfimpute.models.base import OPTIMIZERS, Imputer, check_optimizer_name, make_optimizer
 from tfimpute.models.capabilities import EpochImage
 from tfimpute.models.registry import Setting
 
-OPTIMIZERS = ("adam", "sgd")
-OptimizerSetting = Annotated[str, Setting("Optimizer.", choices=OPTIMIZERS)]
+OptimizerSetting = Annotated[str, Setting("Optimizer of the training updates.", choices=OPTIMIZERS)]
 LearningRateSetting = Annotated[float, Setting("Learning rate (Adam's usual 1e-3).")]
 MomentumSetting = Annotated[float, Setting("SGD momentum (with --optimizer=sgd).")]
 SeedSetting = Annotated[int, Setting("Seed of initialisation, shuffling and training draws.")]
@@ -47,6 +46,11 @@ class GenerativeImputer(Imputer):
     def validation_losses(self, images: np.ndarray, mask: np.ndarray) -> dict[str, float]:
         """Losses on held-out digits; must contain ``loss_name``."""
         raise NotImplementedError
+
+    def set_optimizer_settings(self, optimizer: str, learning_rate: float, momentum: float) -> None:
+        """Stores (and checks) the settings :meth:`default_optimizer` builds from."""
+        self.optimizer_name = check_optimizer_name(optimizer)
+        self.learning_rate, self.momentum = learning_rate, momentum
 
     def default_optimizer(self) -> keras.optimizers.Optimizer:
         return make_optimizer(self.optimizer_name, self.learning_rate, self.momentum)

@@ -143,6 +143,9 @@ class MisGAN(Imputer):
                 (self.mask_critic, self.mask_critic_optimizer),
                 (self.imputer_critic, self.imputer_critic_optimizer)]
 
+    def optimizers(self) -> list[keras.optimizers.Optimizer]:
+        return [getattr(self, name) for name in OPTIMIZER_ATTRIBUTES if hasattr(self, name)]
+
     def build_optimizers(self) -> None:
         """Creates every optimizer's slots before tracing or restoring a checkpoint."""
         for network, optimizer in self._pairs():
@@ -272,7 +275,7 @@ class MisGAN(Imputer):
         observed) from fixed latents, in TensorBoard and as ``samples_epoch_NNNN.png``."""
         data, masks = (x.numpy() for x in self.sample(16, tf.constant([0, 0])))
         grid = visualize.image_grid([data[:8], data[8:], masks[:8], masks[8:]])
-        return [EpochImage(grid, tag="generated_data_and_masks", file=f"samples_epoch_{epoch:04d}.png")]
+        return [EpochImage(grid, tag="generated_data_and_masks", file=f"samples_epoch_{epoch:04d}.png", step=epoch)]
 
     def serving_signatures(self) -> dict[str, signatures.ServingSignature]:
         """Stochastic imputation signatures and ``sample`` (a generated digit and mask per seed)."""

@@ -45,12 +45,11 @@ import tensorflow as tf
 
 from tfimpute import masks, signatures
 from tfimpute.masks import IncompleteData
-from tfimpute.models.base import Imputer, keep_observed, make_optimizer
+from tfimpute.models.base import OPTIMIZERS, Imputer, check_optimizer_name, keep_observed, make_optimizer
 from tfimpute.models.registry import Setting, register_model
 from tfimpute.models.replicas import StepDraws, global_sum
 
 IMPUTE_MODES = ("mean_field", "sample")
-OPTIMIZERS = ("sgd", "adam")
 RANK_HELP = ("RBM weight rank: 'full', 'auto' (expected number of observed pixels, the paper's rule "
              "of thumb) or an integer.")
 
@@ -85,6 +84,7 @@ class RBM(Imputer):
     """
 
     tiny_settings = {"hidden_units": 16, "learning_rate": 0.05, "momentum": 0.5}  # momentum: state applied once
+    size_settings = ("hidden_units", "rank")
 
     def __init__(self,
                  hidden_units: Annotated[int, Setting("RBM hidden units (paper: 4096).")] = 4096,
@@ -107,8 +107,7 @@ class RBM(Imputer):
                              "before the model is built")
         if hidden_units < 1:
             raise ValueError(f"hidden_units must be >= 1, got {hidden_units}")
-        if optimizer not in OPTIMIZERS:
-            raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {optimizer!r}")
+        check_optimizer_name(optimizer)
         if rank is not None and not 1 <= rank <= min(visible_units, hidden_units):
             raise ValueError(f"rank must be in [1, {min(visible_units, hidden_units)}], got {rank}")
         if impute_mode not in IMPUTE_MODES:

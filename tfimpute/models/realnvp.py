@@ -216,7 +216,7 @@ class RealNVP(GenerativeImputer):
         self.impute_step_size = impute_step_size
         self.train_fill_steps = train_fill_steps
         self.logit_alpha = logit_alpha
-        self.optimizer_name, self.learning_rate, self.momentum = optimizer, learning_rate, momentum
+        self.set_optimizer_settings(optimizer, learning_rate, momentum)
         self.seed = seed
         # One attribute per network: Keras 3 does not make layers held in a Python list
         # dependencies of tf.train.Checkpoint, so a list would leave them out of checkpoints.

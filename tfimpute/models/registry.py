@@ -113,6 +113,9 @@ def register_model(name: str, *, summary: str, **fixed: Any) -> Callable[[type],
         registered = keras.saving.get_registered_object(f"{KERAS_PACKAGE}>{cls.__name__}")
         if registered is None:
             cls = keras.saving.register_keras_serializable(package=KERAS_PACKAGE)(cls)
+        elif registered is not cls:
+            raise ValueError(f"another class named {cls.__name__} is registered with Keras as "
+                             f"{KERAS_PACKAGE}>{cls.__name__}")
         _MODELS[name] = ModelSpec(name, cls, dict(fixed), summary)
         return cls
 

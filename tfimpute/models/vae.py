@@ -123,7 +123,7 @@ class VAE(GenerativeImputer):
         self.impute_mode = impute_mode
         self.impute_samples = impute_samples
         self.gibbs_steps = gibbs_steps
-        self.optimizer_name, self.learning_rate, self.momentum = optimizer, learning_rate, momentum
+        self.set_optimizer_settings(optimizer, learning_rate, momentum)
         self.seed = seed
         self.encoder = _mlp(hidden_units, 2 * latent_dim, 2 * PIXELS, seed, "encoder")
         self.decoder = _mlp(hidden_units[::-1], PIXELS, latent_dim, seed + 100, "decoder")

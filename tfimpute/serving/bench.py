@@ -1,9 +1,9 @@
 """Serving benchmark: latency of one-digit imputation requests and throughput under concurrency.
 
-    python -m tfimpute.serving.bench --hidden_units=4096 [--workdir=TRAINED_LMRBM_RUN]
+    python -m tfimpute.serving.bench --hidden_units=4096 [--workdir=TRAINED_RUN]
 
-Exports an LM-RBM (untrained ``RBM(hidden_units)``: the same cost as a trained
-one; or the RBM of ``--workdir``, read only) to a temporary directory, starts the
+Exports an untrained LM-RBM with ``--hidden_units`` (the same cost as a trained one), or
+the model of ``--workdir`` (any model, read only), to a temporary directory, starts the
 development server on it in a separate process (so the clients' Python does not
 share a GIL with the server's), then measures over REST and gRPC:
 
@@ -35,6 +35,8 @@ from tfimpute.errors import InvalidInputError
 from tfimpute.serving.client import ServingClient, connect
 
 READY_LINE = re.compile(r"REST http://(?P<host>[^:]+):(?P<rest>\d+) gRPC [^:]+:(?P<grpc>\d+)")
+
+UNTRAINED_MODEL = "lmrbm"  # the paper's model, served when no --workdir is given
 
 
 def one_digit(seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -128,9 +130,10 @@ def run(hidden_units: int, workdir: str | None, requests: int, warmup: int, conc
         model, config = workdirs.load_trained(workdir)
         name = config["model"]
     else:
-        name = "lmrbm"
+        name = UNTRAINED_MODEL
         model = registry.get(name).build({"hidden_units": hidden_units})
-    result: dict = {"model": name, "hidden_units": model.get_config().get("hidden_units"), "trained": bool(workdir),
+    sizes = {setting: model.get_config()[setting] for setting in type(model).size_settings}
+    result: dict = {"model": name, **sizes, "trained": bool(workdir),
                     "requests": requests, "concurrency": concurrency,
                     "requests_per_client": requests_per_client}
     with tempfile.TemporaryDirectory() as export_dir:
@@ -160,7 +163,9 @@ def main(argv: list[str]) -> None:
     FLAGS = flags.FLAGS
     if min(FLAGS.requests, FLAGS.concurrency, FLAGS.requests_per_client) < 1 or FLAGS.warmup_requests < 0:
         raise InvalidInputError("--requests, --concurrency, --requests_per_client must be >= 1")
-    print(f"Serving benchmark: LM-RBM with {FLAGS.hidden_units} hidden units, {FLAGS.requests} sequential "
+    served = f"the model of {FLAGS.workdir}" if FLAGS.workdir else \
+        f"an untrained {UNTRAINED_MODEL} with {FLAGS.hidden_units} hidden units"
+    print(f"Serving benchmark: {served}, {FLAGS.requests} sequential "
           f"one-digit requests per protocol, then {FLAGS.concurrency} clients x {FLAGS.requests_per_client}; "
           f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f} at start")
     print(json.dumps(run(FLAGS.hidden_units, FLAGS.workdir, FLAGS.requests, FLAGS.warmup_requests,
@@ -170,7 +175,10 @@ def main(argv: list[str]) -> None:
 def define_flags() -> None:
     from absl import flags
 
-    flags.DEFINE_integer("hidden_units", 4096, "Hidden units of the untrained LM-RBM (paper: 4096).")
+    from tfimpute.models import registry
+
+    default = registry.get(UNTRAINED_MODEL).fields["hidden_units"].default
+    flags.DEFINE_integer("hidden_units", default, f"Hidden units of the untrained {UNTRAINED_MODEL} (paper: 4096).")
     flags.DEFINE_string("workdir", None, "Serve this trained workdir instead (read only; any model).")
     flags.DEFINE_integer("requests", 300, "Timed sequential requests per protocol.")
     flags.DEFINE_integer("warmup_requests", 20, "Untimed requests first.")
