@@ -12,9 +12,10 @@ def test_rmse_counts_only_missing_pixels_per_image():
     # Image 0: 4 missing pixels, errors 1, 1, 0, 0 -> sqrt(2/4).
     mask[0, 0, :4] = 0
     imputed[0, 0, :2] = 1.0
-    # Image 1: 1 missing pixel with error 0.5 -> 0.5.
+    # Image 1: 1 missing pixel with error 0.5 -> 0.5 (true 0.2, imputed 0.7: a difference, not a sum).
     mask[1, 5, 5] = 0
-    imputed[1, 5, 5] = 0.5
+    true[1, 5, 5] = 0.2
+    imputed[1, 5, 5] = 0.7
     # Errors on observed pixels must not count.
     imputed[:, 10:, :] = 0.9
     per_image = metrics.per_image_missing_rmse(true, imputed, mask)

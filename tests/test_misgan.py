@@ -66,20 +66,22 @@ def test_imputation_never_changes_observed_entries():
     np.testing.assert_array_equal(imputed, model.impute(images, mask, seed=1))
 
 
-def test_generators_move_only_every_critic_steps_batches():
-    model = tiny_misgan(critic_steps=2)
+@pytest.mark.parametrize("critic_steps", [2, 3])
+def test_generators_move_only_every_critic_steps_batches(critic_steps):
+    model = tiny_misgan(critic_steps=critic_steps)
     images, mask = incomplete_batch()
     step = tf.function(model.train_step)
     batch = (tf.constant(images * mask), tf.constant(mask))
     generator_before = [w.numpy() for w in model.data_generator.weights]
     critic_before = [w.numpy() for w in model.data_critic.weights]
-    logs = step(batch)
+    for _ in range(critic_steps - 1):  # critic updates only
+        logs = step(batch)
+        for a, b in zip(generator_before, model.data_generator.weights):
+            np.testing.assert_array_equal(a, b.numpy())
     assert set(logs) == {"data_critic_loss", "mask_critic_loss", "imputer_critic_loss"}
     assert all(np.isfinite(float(v)) for v in logs.values())
     assert any(not np.array_equal(a, b.numpy()) for a, b in zip(critic_before, model.data_critic.weights))
-    for a, b in zip(generator_before, model.data_generator.weights):
-        np.testing.assert_array_equal(a, b.numpy())
-    step(batch)
+    step(batch)  # the critic_steps-th batch also updates the generators
     assert any(not np.array_equal(a, b.numpy()) for a, b in zip(generator_before, model.data_generator.weights))
 
 
@@ -168,3 +170,25 @@ def test_square_grid_places_image_k_in_row_k_mod_side():
 def test_serving_signatures_are_the_published_ones(name):
     """The public serving API (README, "Export and serve"): a dropped signature or super() call fails here."""
     assert set(tiny_model(name).serving_signatures()) == {"serving_default", "impute_sample", "sample"}
+
+
+def test_gradient_penalty_is_finite_for_a_critic_with_zero_input_gradient():
+    """||∇D|| = 0 (a constant critic): the penalty is (0 − 1)² = 1 and the update stays finite."""
+    critic = keras.Sequential([keras.Input((28, 28, 1)), keras.layers.Flatten(),
+                               keras.layers.Dense(1, kernel_initializer="zeros")])
+    rng = np.random.default_rng(3)
+    real, fake = (tf.constant(rng.random((3, 28, 28, 1)).astype(np.float32)) for _ in range(2))
+    eps = tf.constant(rng.random((3, 1, 1, 1)).astype(np.float32))
+    np.testing.assert_allclose(gan.gradient_penalty(critic, real, fake, eps).numpy(), 1.0, atol=1e-5)
+    gan.critic_step(critic, keras.optimizers.SGD(0.1), real, fake, eps, 10.0)
+    assert all(np.all(np.isfinite(w)) for w in critic.get_weights())
+
+
+@pytest.mark.parametrize("bias,expected", [(10.0, 1.0), (-10.0, 0.0)])
+def test_generated_masks_are_clipped_to_zero_one_when_saturated(bias, expected):
+    """The fusion output stretches σ(x / T) to [−0.1, 1.1]; a saturated generator gives exactly 0 or 1."""
+    model = tiny_misgan()
+    kernel, _ = model.mask_generator.layers[-1].get_weights()
+    model.mask_generator.layers[-1].set_weights([np.zeros_like(kernel), np.array([bias], np.float32)])
+    masks = model.generate_masks(model.draw_latents(tf.constant(4), tf.constant([0, 0]))).numpy()
+    np.testing.assert_array_equal(masks, np.full_like(masks, expected))

@@ -66,6 +66,15 @@ def test_cd1_updates_match_algorithm1(linearized):
         np.testing.assert_allclose(updates[name].numpy(), reference, rtol=1e-4, atol=1e-4)
     # The LM terms really are present (or absent) in the visible-bias update.
     assert np.abs(expected[0]).max() > 0
+    # recon_mse's parts: squared error of E[v | h] on the observed pixels only, and their count.
+    w, b = model.kernel.numpy().astype(np.float64), model.visible_bias.numpy().astype(np.float64)
+    c = model.hidden_bias.numpy().astype(np.float64)
+    b_m = (sigmoid(b) * (1 - obs)) if linearized else 0.0
+    h = (uniforms[0].numpy() < sigmoid((v * obs + b_m) @ w + c)).astype(np.float64)
+    reconstruction = sigmoid(h @ w.T + b)
+    expected_error = float((((v - reconstruction) * obs) ** 2).sum())
+    assert float(updates["squared_error"]) == pytest.approx(expected_error, rel=1e-4)
+    assert float(updates["observed_count"]) == obs.sum()
 
 
 def test_lm_terms_change_the_update():
@@ -190,3 +199,11 @@ def test_registry_rank_rule_of_thumb():
 def test_serving_signatures_are_the_published_ones(name):
     """The public serving API (README, "Export and serve"): a dropped signature or super() call fails here."""
     assert set(tiny_model(name).serving_signatures()) == {"serving_default", "impute_sample", "hidden"}
+
+
+def test_bernoulli_draws_one_exactly_when_the_uniform_is_below_the_probability():
+    """Ties matter: a unit of probability 0 is never on, even for a uniform draw of exactly 0."""
+    from tfimpute.models.rbm import _bernoulli
+
+    drawn = _bernoulli(tf.constant([0.0, 0.5, 1.0, 0.3]), tf.constant([0.0, 0.5, 0.999, 0.2]))
+    np.testing.assert_array_equal(drawn.numpy(), [0.0, 0.0, 1.0, 1.0])
