@@ -67,3 +67,24 @@ def test_make_incomplete_discards_missing_values():
     np.testing.assert_array_equal(incomplete.observed[mask == 1], images[mask == 1])
     with pytest.raises(InvalidInputError, match="differ in shape"):
         masks.make_incomplete(images, mask[:4])
+
+
+def test_observed_pixel_means_average_observed_values_and_fall_back_to_the_overall_mean():
+    """Per pixel: the mean where observed (here over 1 and over 2 digits); a never-observed pixel gets
+    the mean of all observed values; what missing positions hold never counts."""
+    observed = np.zeros((2, 28, 28, 1), np.float32)
+    mask = np.zeros_like(observed)
+    observed[:, 0, 0, 0], mask[:, 0, 0, 0] = [0.2, 0.6], 1.0  # observed twice: mean 0.4
+    observed[0, 0, 1, 0], mask[0, 0, 1, 0] = 0.9, 1.0  # observed once: 0.9
+    observed[1, 0, 1, 0] = 0.5  # present but missing: ignored
+    data = masks.IncompleteData(observed=observed, mask=mask)
+    means = data.observed_pixel_means()
+    assert means[0, 0, 0] == pytest.approx(0.4) and means[0, 1, 0] == pytest.approx(0.9)
+    overall = (0.2 + 0.6 + 0.9) / 3
+    np.testing.assert_allclose(means[1:, :, 0], overall)  # every never-observed pixel
+    assert means.shape == (28, 28, 1)
+    # One observed pixel in the whole set: every other pixel gets exactly its value.
+    single = np.zeros((1, 28, 28, 1), np.float32)
+    single_mask = np.zeros_like(single)
+    single[0, 3, 3, 0], single_mask[0, 3, 3, 0] = 0.7, 1.0
+    np.testing.assert_allclose(masks.IncompleteData(observed=single, mask=single_mask).observed_pixel_means(), 0.7)
