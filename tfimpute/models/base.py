@@ -70,6 +70,19 @@ def make_optimizer(name: str, learning_rate: float, momentum: float = 0.0) -> ke
     return keras.optimizers.SGD(learning_rate=learning_rate, momentum=momentum)
 
 
+class OptimizerSettings:
+    """Mixin for an imputer trained by one optimizer built from its settings ``optimizer``,
+    ``learning_rate`` and ``momentum`` (the RBMs, the VAE, RealNVP); list it before ``Imputer``."""
+
+    def set_optimizer_settings(self, optimizer: str, learning_rate: float, momentum: float) -> None:
+        """Stores (and checks) the settings :meth:`default_optimizer` builds from."""
+        self.optimizer_name = check_optimizer_name(optimizer)
+        self.learning_rate, self.momentum = learning_rate, momentum
+
+    def default_optimizer(self) -> keras.optimizers.Optimizer:
+        return make_optimizer(self.optimizer_name, self.learning_rate, self.momentum)
+
+
 class Imputer(keras.Model):
     """Base class: see the module docstring for the contract."""
 

@@ -11,12 +11,11 @@ from __future__ import annotations
 
 from typing import Annotated
 
-import keras
 import numpy as np
 import tensorflow as tf
 
 from tfimpute import signatures, visualize
-from tfimpute.models.base import OPTIMIZERS, Imputer, check_optimizer_name, make_optimizer
+from tfimpute.models.base import OPTIMIZERS, Imputer, OptimizerSettings
 from tfimpute.models.capabilities import EpochImage
 from tfimpute.models.registry import Setting
 
@@ -26,13 +25,13 @@ MomentumSetting = Annotated[float, Setting("SGD momentum (with --optimizer=sgd).
 SeedSetting = Annotated[int, Setting("Seed of initialisation, shuffling and training draws.")]
 
 
-class GenerativeImputer(Imputer):
+class GenerativeImputer(OptimizerSettings, Imputer):
     """An imputer that is also a generative model with a validation loss.
 
     Subclasses set ``loss_name`` (the ``train_step`` log plotted against its
     validation value) and ``loss_title`` (the curve's y label), implement
     :meth:`validation_losses` and :meth:`sample`, and store their optimizer settings
-    as ``optimizer_name``, ``learning_rate`` and ``momentum``.
+    through :meth:`set_optimizer_settings`.
     """
 
     loss_name: str
@@ -46,14 +45,6 @@ class GenerativeImputer(Imputer):
     def validation_losses(self, images: np.ndarray, mask: np.ndarray) -> dict[str, float]:
         """Losses on held-out digits; must contain ``loss_name``."""
         raise NotImplementedError
-
-    def set_optimizer_settings(self, optimizer: str, learning_rate: float, momentum: float) -> None:
-        """Stores (and checks) the settings :meth:`default_optimizer` builds from."""
-        self.optimizer_name = check_optimizer_name(optimizer)
-        self.learning_rate, self.momentum = learning_rate, momentum
-
-    def default_optimizer(self) -> keras.optimizers.Optimizer:
-        return make_optimizer(self.optimizer_name, self.learning_rate, self.momentum)
 
     def sample_grid(self, seed: int = 0) -> np.ndarray:
         side = int(np.sqrt(self.num_samples_shown))

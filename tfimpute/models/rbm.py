@@ -36,7 +36,6 @@ The CD-1 draws are those of the global batch (:class:`tfimpute.models.replicas.S
 from __future__ import annotations
 
 import functools
-import inspect
 from typing import Annotated
 
 import keras
@@ -45,8 +44,8 @@ import tensorflow as tf
 
 from tfimpute import masks, signatures
 from tfimpute.masks import IncompleteData
-from tfimpute.models.base import OPTIMIZERS, Imputer, check_optimizer_name, keep_observed, make_optimizer
-from tfimpute.models.registry import Setting, register_model
+from tfimpute.models.base import OPTIMIZERS, Imputer, OptimizerSettings, keep_observed
+from tfimpute.models.registry import Setting, register_model, settings_of
 from tfimpute.models.replicas import StepDraws, global_sum
 
 IMPUTE_MODES = ("mean_field", "sample")
@@ -72,7 +71,7 @@ def parse_rank(rank: int | str | None) -> int | str | None:
 
 @register_model("lmrbm", linearized=True, summary="LM-RBM of the paper (Algorithm 1), CD-1")
 @register_model("rbm", linearized=False, summary="RBM baseline of Salakhutdinov et al. [5], CD-1")
-class RBM(Imputer):
+class RBM(OptimizerSettings, Imputer):
     """Binary-binary RBM trained by CD-1 on incomplete data (LM-RBM or baseline [5]).
 
     ``linearized``: True for the LM-RBM, False for the baseline of [5] (fixed by the
@@ -107,7 +106,6 @@ class RBM(Imputer):
                              "before the model is built")
         if hidden_units < 1:
             raise ValueError(f"hidden_units must be >= 1, got {hidden_units}")
-        check_optimizer_name(optimizer)
         if rank is not None and not 1 <= rank <= min(visible_units, hidden_units):
             raise ValueError(f"rank must be in [1, {min(visible_units, hidden_units)}], got {rank}")
         if impute_mode not in IMPUTE_MODES:
@@ -117,7 +115,7 @@ class RBM(Imputer):
         self.linearized = linearized
         self.rank = rank
         self.impute_mode = impute_mode
-        self.optimizer_name, self.learning_rate, self.momentum = optimizer, learning_rate, momentum
+        self.set_optimizer_settings(optimizer, learning_rate, momentum)
         self.seed = seed
         n, m = visible_units, hidden_units
         self.visible_bias = self.add_weight(shape=(n,), initializer="zeros", name="visible_bias")
@@ -153,14 +151,10 @@ class RBM(Imputer):
         visible units in the training data, capped at the hidden layer size."""
         if parse_rank(settings.get("rank") or "full") != "auto":
             return settings
-        defaults = inspect.signature(cls.__init__).parameters
-        hidden_units = settings.get("hidden_units") or defaults["hidden_units"].default
+        hidden_units = settings.get("hidden_units") or settings_of(cls)["hidden_units"].default
         visible_units = int(np.prod(train_data.mask.shape[1:]))
         expected_observed = visible_units * (1.0 - masks.realised_missing_fraction(train_data.mask))
         return {**settings, "rank": max(1, min(hidden_units, int(round(expected_observed))))}
-
-    def default_optimizer(self) -> keras.optimizers.Optimizer:
-        return make_optimizer(self.optimizer_name, self.learning_rate, self.momentum)
 
     def step_flops(self, batch_size: int) -> float:
         """Multiply-adds of one CD-1 step x 2: five [B, n] x [n, m] products (six for the LM-RBM),
