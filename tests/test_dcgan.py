@@ -264,11 +264,11 @@ def test_dcgan_trains_on_complete_digits_unless_a_missingness_flag_is_given(mnis
                 "--latent_size=4", "--gan_width=2", "--search_steps=1", "--search_restarts=1"]
     complete = run("tfimpute.train", *tiny_run, f"--workdir={tmp_path / 'complete'}")
     assert complete.returncode == 0, complete.stderr
-    assert "training on complete digits" in complete.stdout
+    assert "training on complete images" in complete.stdout
     assert json.loads(complete.stdout.strip().splitlines()[-1])["train_missing_fraction"] == 0.0
     ambient = run("tfimpute.train", *tiny_run, "--missing_rate=0.3", f"--workdir={tmp_path / 'ambient'}")
     assert ambient.returncode == 0, ambient.stderr
-    assert "incomplete digits (AmbientGAN)" in ambient.stdout
+    assert "incomplete images (AmbientGAN)" in ambient.stdout
     assert json.loads(ambient.stdout.strip().splitlines()[-1])["train_missing_fraction"] == pytest.approx(0.3, abs=0.01)
     refused = run("tfimpute.train", *tiny_run, "--optimizer=sgd", f"--workdir={tmp_path / 'sgd'}")
     assert refused.returncode == 2 and "--optimizer does not apply to dcgan" in refused.stderr

@@ -37,8 +37,19 @@ def test_rmse_skips_complete_images_and_rejects_all_complete():
 def test_validation_accepts_three_layouts():
     flat = np.zeros((3, 784), np.float32)
     square = np.zeros((3, 28, 28))
-    images, mask = validation.check_images_and_mask(flat, square)
+    images, mask = validation.check_images_and_mask(flat, square, (28, 28, 1))
     assert images.shape == mask.shape == (3, 28, 28, 1)
+    rgb, _ = validation.check_images_and_mask(np.zeros((2, 5 * 7 * 3)), np.ones((2, 5, 7, 3)), (5, 7, 3))
+    assert rgb.shape == (2, 5, 7, 3)
+
+
+def test_validation_of_vectors():
+    vectors, mask = validation.check_images_and_mask(np.zeros((4, 13)), np.ones((4, 13)), (13,))
+    assert vectors.shape == mask.shape == (4, 13)
+    with pytest.raises(InvalidInputError, match=r"images: expected shape \[batch, 13\], got \[4, 12\]"):
+        validation.check_images_and_mask(np.zeros((4, 12)), np.ones((4, 12)), (13,))
+    with pytest.raises(InvalidInputError, match=r"expected shape \[batch, 5, 7, 3\] \(or \[batch, 105\]\)"):
+        validation.check_images_and_mask(np.zeros((2, 5, 7)), np.ones((2, 5, 7)), (5, 7, 3))
 
 
 @pytest.mark.parametrize("images,mask,message", [
@@ -51,4 +62,4 @@ def test_validation_accepts_three_layouts():
 ])
 def test_validation_errors_name_the_problem(images, mask, message):
     with pytest.raises(InvalidInputError, match=message):
-        validation.check_images_and_mask(images, mask)
+        validation.check_images_and_mask(images, mask, (28, 28, 1))

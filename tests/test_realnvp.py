@@ -10,12 +10,13 @@ import tensorflow as tf
 import tensorflow_probability as tfp
 
 from tfimpute import masks, workdir
-from tfimpute.models.realnvp import PIXELS, RealNVP, checkerboard_permutation
+from tfimpute.models.realnvp import RealNVP, checkerboard_permutation
 from tfimpute.models.replicas import StepDraws
 from tfimpute.training import TrainingOptions, run_training
 from zoo_support import tiny_model
 
 tfb = tfp.bijectors
+PIXELS = 784  # D = 28·28·1 of the MNIST digits these tests use
 OPTIONS = TrainingOptions(epochs=2, batch_size=16, seed=0, eval_size=8, grid_size=4)
 
 

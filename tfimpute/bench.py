@@ -8,8 +8,8 @@ updates, plus the generator and imputer updates every ``--critic_steps``-th step
 time a multiple of that many steps).
 
 For a model that counts its step's FLOPs (``CountsStepFlops``: the RBMs) it also times,
-in the same run, a plain float32 GEMM of the step's dominant shape ([batch, 784] x
-[784, hidden]). ``gflops`` is
+in the same run, a plain float32 GEMM of the step's dominant shape ([batch, n] x
+[n, hidden], n = 784 on MNIST). ``gflops`` is
 the useful work of the CD-1 step: the matrix products Algorithm 1 cannot avoid,
 counted once each (2·B·n·m per product):
 
@@ -21,8 +21,10 @@ counted once each (2·B·n·m per product):
 Sampling, sigmoids and the parameter update are not counted, so ``ratio`` =
 gflops / gemm_gflops says how much of the machine's GEMM speed the step keeps.
 
-Input is synthetic (speed does not depend on pixel values): binary digits (15% of
-pixels on) with 60% of pixels missing independently. The untrained imputers (``mean``,
+Input is synthetic for the default ``--dataset=mnist`` (speed does not depend on pixel values):
+binary digits (15% of pixels on) with 60% of pixels missing independently. With another
+``--dataset`` it is the first ``--batch_size`` training examples of that dataset, their own holes
+and 60% more missing independently. The untrained imputers (``mean``,
 ``inpaint``) have no training step and are refused.
 
 ``--search_benchmark`` (models with an ``extra_benchmark``: DCGAN, CGAN) also times the latent-search imputation of
@@ -42,6 +44,9 @@ import numpy as np
 import tensorflow as tf
 from absl import app, flags
 
+from tfimpute import masks
+from tfimpute.data import MNIST_SHAPE
+from tfimpute.datasets import Dataset
 from tfimpute.errors import InvalidInputError
 from tfimpute.masks import IncompleteData
 from tfimpute.models import registry
@@ -53,6 +58,7 @@ FLAGS = flags.FLAGS
 
 def define_flags() -> None:
     """Defined only when run as a program (like tfimpute.train), so `bench` imports next to other CLIs."""
+    cli.define_dataset_flags()
     cli.define_training_flags()
     cli.define_model_flags()
     flags.DEFINE_integer("steps", 50, "Timed training steps.")
@@ -74,12 +80,24 @@ def _timed(fn, steps: int, warmup: int) -> float:
     return (time.perf_counter() - started) / steps
 
 
-def benchmark_batch(batch_size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Synthetic binary digits (15% of pixels on), 60% of pixels missing, random labels."""
+def benchmark_batch(batch_size: int, data_shape: tuple[int, ...] = MNIST_SHAPE
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Synthetic binary examples (15% of entries on), 60% of entries missing, random labels."""
     rng = np.random.default_rng(0)
-    mask = (rng.random((batch_size, 28, 28, 1)) >= 0.6).astype(np.float32)
-    images = (rng.random((batch_size, 28, 28, 1)) < 0.15).astype(np.float32)
+    mask = (rng.random((batch_size, *data_shape)) >= 0.6).astype(np.float32)
+    images = (rng.random((batch_size, *data_shape)) < 0.15).astype(np.float32)
     return images * mask, mask, rng.integers(0, 10, batch_size).astype(np.int32)
+
+
+def dataset_batch(dataset: Dataset, batch_size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The first ``batch_size`` training examples, their own holes and 60% more missing independently."""
+    if len(dataset.train_x) < batch_size:
+        raise InvalidInputError(f"{dataset.name} has {len(dataset.train_x)} training examples, fewer than "
+                                f"--batch_size={batch_size}")
+    x, own = dataset.train_x[:batch_size], dataset.train_mask[:batch_size]
+    mask = masks.combine(own, masks.generate_masks("independent", 0.6, batch_size, 0, shape=dataset.shape))
+    labels = (np.full(batch_size, -1) if dataset.train_labels is None else dataset.train_labels[:batch_size])
+    return x * mask, mask, labels.astype(np.int32)
 
 
 def benchmark_train_step(model: Imputer, batch: tuple[np.ndarray, ...], steps: int, warmup: int) -> dict:
@@ -115,9 +133,14 @@ def main(argv: list[str]) -> None:
         having = [other.name for other in registry.specs() if issubclass(other.cls, HasExtraBenchmark)]
         raise InvalidInputError(f"--search_benchmark: {FLAGS.model} has no extra benchmark "
                                 f"({', '.join(having)} have one)")
-    observed, mask, labels = benchmark_batch(FLAGS.batch_size)
+    if FLAGS.dataset == "mnist":
+        observed, mask, labels = benchmark_batch(FLAGS.batch_size)
+    else:
+        dataset = cli.load_dataset(cli.dataset_options(), FLAGS.train_size or FLAGS.batch_size, None, 0)
+        spec.check_data_shape(dataset.shape)
+        observed, mask, labels = dataset_batch(dataset, FLAGS.batch_size)
     settings = spec.settings_for_data(cli.settings_from_flags(spec), IncompleteData(observed, mask, labels))
-    model = spec.build(settings)
+    model = spec.build(settings, data_shape=observed.shape[1:])
     model.compile()
     shown = {name: FLAGS[name].value for name in spec.cls.size_settings}
     print(f"Benchmarking {FLAGS.model}: {''.join(f'{k}={v} ' for k, v in shown.items())}"

@@ -90,10 +90,10 @@ class LossCurves(keras.callbacks.Callback):
 
 def default_callbacks(model: keras.Model, workdir: str, images: np.ndarray,
                       mask: np.ndarray) -> list[keras.callbacks.Callback]:
-    """The callbacks ``model``'s capabilities call for; ``images`` / ``mask``: held-out digits."""
+    """The callbacks ``model``'s capabilities call for; ``images`` / ``mask``: held-out examples."""
     callbacks: list[keras.callbacks.Callback] = []
     if isinstance(model, HasValidationLoss):
         callbacks.append(LossCurves(workdir, images, mask))
-    if isinstance(model, ShowsEpochImages):
+    if isinstance(model, ShowsEpochImages) and model.is_image_model:  # vectors make no picture
         callbacks.append(EpochImages(workdir))
     return callbacks

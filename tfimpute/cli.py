@@ -42,7 +42,7 @@ _import_tensorflow_quietly()
 
 from absl import flags  # noqa: E402
 
-from tfimpute import masks  # noqa: E402
+from tfimpute import datasets, masks  # noqa: E402
 from tfimpute.errors import InvalidInputError, TfImputeError  # noqa: E402
 if TYPE_CHECKING:
     from tfimpute.models.registry import Field, ModelSpec
@@ -52,10 +52,21 @@ FLAGS = flags.FLAGS
 
 def define_dataset_flags() -> None:
     """The data flags shared by every mechanism and rate (evaluate takes lists of those)."""
+    flags.DEFINE_string("dataset", "mnist",
+                        "mnist (from --data_dir, $TFIMPUTE_DATA_DIR or TFDS), tfds:NAME (a TFDS image dataset), "
+                        "npz:PATH (x [N,H,W(,C)] images or [N,D] vectors, NaN = missing; optional mask, y, "
+                        "x_test, mask_test, y_test), csv:PATH (header row; empty/NA/NaN cells missing) or "
+                        "images:DIR (PNG/JPEG; sub-folders are classes). See README 'Your own data'.")
     flags.DEFINE_string("data_dir", None,
                         "Directory of the MNIST IDX gzip files; default: $TFIMPUTE_DATA_DIR, else TFDS.")
-    flags.DEFINE_integer("train_size", 50_000, "Number of training digits (paper: the first 50,000).")
-    flags.DEFINE_integer("test_size", 10_000, "Number of test digits (paper: all 10,000).")
+    flags.DEFINE_integer("train_size", None, "Number of training examples (default: all; MNIST: the "
+                         "paper's first 50,000).")
+    flags.DEFINE_integer("test_size", None, "Number of test examples (default: all; MNIST: all 10,000).")
+    flags.DEFINE_float("test_fraction", 0.1, "Share of the rows held out for testing when the dataset has "
+                       "no test split of its own (seeded by --mask_seed).")
+    flags.DEFINE_string("label_column", None, "csv: the column holding the class label (kept out of the inputs).")
+    flags.DEFINE_list("categorical_columns", [], "csv: text columns to one-hot encode (others must be numeric).")
+    flags.DEFINE_string("image_size", None, "images: resize every image to HxW (e.g. 32x32).")
     flags.DEFINE_integer("mask_seed", 0, "Seed of the training masks (test masks use mask_seed + 1).")
     flags.DEFINE_integer("num_patches", masks.DEFAULT_NUM_PATCHES, "Rectangles per image for --missingness=patch.")
 
@@ -71,8 +82,10 @@ def define_data_flags() -> None:
     define_dataset_flags()
     registry = _registry()
     complete_by_default = [spec.name for spec in registry.specs() if spec.cls.complete_training_data_by_default]
-    flags.DEFINE_enum("missingness", "independent", ["independent", "square", "patch"],
-                      "Missingness mechanism: I.M., S.O. or P.M. (see tfimpute/masks.py).")
+    flags.DEFINE_enum("missingness", "independent", list(masks.MECHANISMS),
+                      "Synthetic missingness on top of the data's own holes: I.M., S.O., P.M. (images), "
+                      "mar or mnar (see tfimpute/masks.py). Data with holes of its own train on those alone "
+                      "unless a missingness flag is given (the test split is still masked for the RMSE).")
     flags.DEFINE_float("missing_rate", 0.6, "Missing rate in (0, 1).")
     flags.DEFINE_boolean("binarize", False, "Threshold every digit's pixels at 0.5 (binarised MNIST).")
     flags.DEFINE_boolean("complete_training_data", False,
@@ -87,6 +100,27 @@ def define_model_flags() -> None:
     flags.DEFINE_string("model", "lmrbm", f"Model name ({', '.join(_registry().names())}; "
                         "tfimpute.train also takes mnist_classifier).")
     define_setting_flags()
+
+
+def dataset_options() -> dict[str, Any]:
+    """The reading options of ``--dataset`` that were given (recorded in a workdir's ``data``)."""
+    options = {"dataset": FLAGS.dataset}
+    if FLAGS.dataset != "mnist":
+        options["test_fraction"] = FLAGS.test_fraction
+        options.update({name: FLAGS[name].value for name in ("label_column", "categorical_columns", "image_size")
+                        if FLAGS[name].value})
+    return options
+
+
+def load_dataset(options: dict[str, Any], train_size: int | None, test_size: int | None,
+                 split_seed: int) -> datasets.Dataset:
+    """The dataset of ``options`` (see :func:`dataset_options`)."""
+    image_size = options.get("image_size")
+    return datasets.load_dataset(
+        options.get("dataset", "mnist"), data_dir=FLAGS.data_dir, train_size=train_size, test_size=test_size,
+        test_fraction=options.get("test_fraction", 0.1), split_seed=split_seed,
+        label_column=options.get("label_column"), categorical_columns=tuple(options.get("categorical_columns", ())),
+        image_size=datasets.parse_image_size(image_size) if image_size else None)
 
 
 TRAINING_FLAGS = ("batch_size", "seed")  # the training loop's; ``seed`` also seeds the models

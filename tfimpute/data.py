@@ -18,6 +18,7 @@ import numpy as np
 from tfimpute.errors import DataError
 
 DATA_DIR_ENV = "TFIMPUTE_DATA_DIR"
+MNIST_SHAPE = (28, 28, 1)  # one digit: [height, width, channels]
 PAPER_TRAIN_SIZE = 50_000
 
 _FILES = {
@@ -64,8 +65,9 @@ def _read_idx(path: str, expected_magic: int, expected_count: int) -> np.ndarray
     dims = [int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim)]
     if dims[0] != expected_count:
         raise DataError(f"{path}: holds {dims[0]} items, expected {expected_count}")
-    if ndim == 3 and dims[1:] != [28, 28]:
-        raise DataError(f"{path}: images are {dims[1]}x{dims[2]}, expected 28x28")
+    if ndim == 3 and dims[1:] != list(MNIST_SHAPE[:2]):
+        raise DataError(f"{path}: images are {dims[1]}x{dims[2]}, expected "
+                        f"{MNIST_SHAPE[0]}x{MNIST_SHAPE[1]}")
     expected_bytes = header + int(np.prod(dims))
     if len(raw) != expected_bytes:
         raise DataError(f"{path}: {len(raw)} bytes, expected {expected_bytes} (truncated or corrupt)")

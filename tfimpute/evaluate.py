@@ -43,14 +43,16 @@ from tfimpute import cli  # noqa: F401  (quiets TensorFlow's start-up logs; impo
 
 from absl import app, flags
 
+from tfimpute import classifier, datasets
 from tfimpute.classifier import FeatureFid, default_classifier_dir
-from tfimpute.data import load_mnist
 from tfimpute.errors import InvalidInputError
+from tfimpute.models import registry
 from tfimpute.evaluation import (EvaluationSettings, TrainingRequest, check_cell, parse_rates, plan_cells,
                                  run_evaluation)
 from tfimpute.training import TrainingOptions
 
 FLAGS = flags.FLAGS
+CLASSIFIER_EPOCHS = 5  # the feature classifier of a dataset other than MNIST, trained when missing
 
 
 def define_flags() -> None:
@@ -77,33 +79,51 @@ def define_flags() -> None:
     flags.DEFINE_float("checkpoint_minutes", 10.0, "Mid-epoch checkpoint interval of cells trained here.")
 
 
+def feature_fid(dataset: datasets.Dataset, classifier_dir: str) -> FeatureFid | None:
+    """The FID of ``classifier_dir``; for a dataset other than MNIST, the classifier is trained there
+    first when missing (None, said in one line, when the dataset has no labels)."""
+    if FLAGS.dataset != "mnist" and not os.path.exists(os.path.join(classifier_dir, classifier.METRICS_FILE)):
+        if dataset.train_labels is None:
+            print(f"FID skipped: {dataset.name} has no labels to train a feature classifier on")
+            return None
+        print(f"training the feature classifier of the FID on {dataset.name} into {classifier_dir}")
+        classifier.train_classifier(dataset, classifier_dir, CLASSIFIER_EPOCHS, FLAGS.batch_size, FLAGS.seed)
+    return FeatureFid(classifier_dir)
+
+
 def main(argv: list[str]) -> None:
     if not FLAGS.workdir:
         raise InvalidInputError("--workdir is required")
     if FLAGS.repeats < 1:
         raise InvalidInputError("--repeats must be >= 1")
-    if not 0 < FLAGS.test_size <= 10_000:
-        raise InvalidInputError(f"--test_size must be in [1, 10000], got {FLAGS.test_size}")
     if FLAGS.epochs < 0 or FLAGS.batch_size < 1:
         raise InvalidInputError("--epochs must be >= 0 and --batch_size >= 1")
     cells = plan_cells(FLAGS.methods, FLAGS.missingness, parse_rates(FLAGS.missing_rates))
     output_dir = FLAGS.output_dir or FLAGS.workdir
-    settings = EvaluationSettings(repeats=FLAGS.repeats, test_size=FLAGS.test_size,
+    options = cli.dataset_options()
+    dataset = cli.load_dataset(options, FLAGS.train_size, FLAGS.test_size, FLAGS.mask_seed)
+    for cell in cells:
+        registry.get(cell.method).check_data_shape(dataset.shape)
+    settings = EvaluationSettings(repeats=FLAGS.repeats, test_size=len(dataset.test_x),
                                   test_mask_seed=FLAGS.test_mask_seed,
                                   classifier_dir=FLAGS.classifier_dir or default_classifier_dir(FLAGS.workdir))
     training = None
     if FLAGS.train_missing:
+        dataset_data = {} if options["dataset"] == "mnist" else options
         training = TrainingRequest(
-            data={"train_size": FLAGS.train_size, "test_size": FLAGS.test_size, "mask_seed": FLAGS.mask_seed,
-                  "num_patches": FLAGS.num_patches},
+            data={**dataset_data, "train_size": len(dataset.train_x), "test_size": len(dataset.test_x),
+                  "mask_seed": FLAGS.mask_seed, "num_patches": FLAGS.num_patches},
             model_settings=cli.all_settings_from_flags(),
             options=TrainingOptions(epochs=FLAGS.epochs, batch_size=FLAGS.batch_size, seed=FLAGS.seed,
                                     checkpoint_minutes=FLAGS.checkpoint_minutes))
     train_size = max(check_cell(cell, os.path.join(FLAGS.workdir, cell.name), output_dir, settings, training)
                      for cell in cells)
-    fid = FeatureFid(settings.classifier_dir)
-    mnist = load_mnist(FLAGS.data_dir, train_size, FLAGS.test_size)
+    if train_size > len(dataset.train_x):
+        raise InvalidInputError(f"a cell's model was trained on {train_size} examples but --train_size "
+                                f"gives {len(dataset.train_x)}; raise --train_size")
+    fid = feature_fid(dataset, settings.classifier_dir)
     run_settings = {
+        "dataset": options["dataset"],
         "methods": list(dict.fromkeys(FLAGS.methods)), "missingness": list(dict.fromkeys(FLAGS.missingness)),
         "missing_rates": list(dict.fromkeys(cell.missing_rate for cell in cells)),
         "models_dir": os.path.abspath(FLAGS.workdir), "data_dir": FLAGS.data_dir,
@@ -113,8 +133,8 @@ def main(argv: list[str]) -> None:
             "batch_size": training.options.batch_size},
     }
     print(f"Evaluating {len(cells)} cells ({len(settings.test_mask_seeds)} test masking(s) of "
-          f"{FLAGS.test_size} digits each) into {output_dir}")
-    run_evaluation(cells, FLAGS.workdir, output_dir, mnist, fid, settings, training, run_settings)
+          f"{settings.test_size} examples each) into {output_dir}")
+    run_evaluation(cells, FLAGS.workdir, output_dir, dataset, fid, settings, training, run_settings)
 
 
 if __name__ == "__main__":

@@ -19,11 +19,13 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from scipy import stats
+
 from tfimpute import masks, metrics, report, workdir
 from tfimpute.classifier import FeatureFid
-from tfimpute.data import Mnist
+from tfimpute.datasets import Codec, Dataset
 from tfimpute.errors import InvalidInputError, WorkdirError
-from tfimpute.experiment import train, training_dataset
+from tfimpute.experiment import prepared, test_mask, train, training_mask
 from tfimpute.files import write_json_atomically
 from tfimpute.models import registry
 from tfimpute.models.base import Imputer
@@ -157,12 +159,13 @@ def check_cell(cell: Cell, model_dir: str, output_dir: str, settings: Evaluation
     return train_size
 
 
-def _subset(mnist: Mnist, train_size: int) -> Mnist:
-    return dataclasses.replace(mnist, train_images=mnist.train_images[:train_size],
-                               train_labels=mnist.train_labels[:train_size])
+def _subset(dataset: Dataset, train_size: int) -> Dataset:
+    labels = None if dataset.train_labels is None else dataset.train_labels[:train_size]
+    return dataclasses.replace(dataset, train_x=dataset.train_x[:train_size],
+                               train_mask=dataset.train_mask[:train_size], train_labels=labels)
 
 
-def trained_model(cell: Cell, model_dir: str, output_dir: str, mnist: Mnist,
+def trained_model(cell: Cell, model_dir: str, output_dir: str, dataset: Dataset,
                   training: TrainingRequest | None, log: Callable[[str], None]) -> tuple[Imputer, dict[str, Any]]:
     """The cell's model, trained first (or its training resumed) when needed."""
     if not _is_finished(model_dir):
@@ -172,7 +175,7 @@ def trained_model(cell: Cell, model_dir: str, output_dir: str, mnist: Mnist,
         with open(marker, "w") as f:
             f.write(model_dir + "\n")
         log(f"training {cell.method} into {model_dir}")
-        train(cell.method, _subset(mnist, data["train_size"]), data, training.model_settings,
+        train(cell.method, _subset(dataset, data["train_size"]), data, training.model_settings,
               training.options, model_dir)
         os.remove(marker)
     return workdir.load_trained(model_dir)
@@ -192,65 +195,111 @@ def summarize(values: list[float]) -> dict[str, Any]:
     return {"mean": float(np.mean(values)), "stderr": stderr, "values": [float(v) for v in values]}
 
 
-def evaluate_cell(cell: Cell, model: Imputer, config: dict[str, Any], mnist: Mnist,
-                  settings: EvaluationSettings, fid: FeatureFid) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-    """Figures of one cell (see the module docstring) and the first test digits for the grid."""
+def column_wasserstein(codec: Codec, true: np.ndarray, imputed: np.ndarray, scored: np.ndarray) -> dict[str, float]:
+    """Per table column, the Wasserstein-1 distance (raw units; one-hot blocks: their scaled entries)
+    between the true and the imputed values of the scored entries."""
+    distances = {}
+    for column in codec.columns:
+        block = slice(column["start"], column["start"] + column["width"])
+        rows = scored[:, block].max(axis=1) > 0.5
+        if rows.sum() < 1:
+            continue
+        distances[column["name"]] = float(np.mean([
+            stats.wasserstein_distance(true[rows, j], imputed[rows, j]) for j in range(block.start, block.stop)]))
+    return distances
+
+
+def evaluate_cell(cell: Cell, model: Imputer, config: dict[str, Any], dataset: Dataset,
+                  settings: EvaluationSettings, fid: FeatureFid | None) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """Figures of one cell (see the module docstring) and the first test examples for the grid."""
     data = config["data"]
     check_comparable(cell, data)
-    cell_mnist, train_mask = training_dataset(_subset(mnist, data["train_size"]), data)
-    test_images, test_labels = cell_mnist.test_images, cell_mnist.test_labels
-    has_hidden = isinstance(model, HasHiddenFeatures)  # the paper's "RBM †" accuracy
+    cell_data = prepared(_subset(dataset, data["train_size"]), data)
+    train_mask = training_mask(cell_data, data)
+    test_x, test_labels, codec = cell_data.test_x, cell_data.test_labels, cell_data.codec
+    own_test = cell_data.test_mask if cell_data.has_own_holes else None
+    has_labels = cell_data.train_labels is not None and test_labels is not None
+    has_hidden = has_labels and isinstance(model, HasHiddenFeatures)  # the paper's "RBM †" accuracy
     progbar = keras.utils.Progbar(settings.repeats + 1, unit_name="step",
                                   verbose=1 if sys.stdout.isatty() else 2)
     seconds: dict[str, Any] = {}
 
     started = time.perf_counter()
-    train_observed = cell_mnist.train_images * train_mask
+    train_observed = cell_data.train_x * train_mask
     imputed_train = model.impute(train_observed, train_mask)
     seconds["impute_training_digits"] = time.perf_counter() - started
-    started = time.perf_counter()
-    pixel_classifier = metrics.fit_logistic_regression(imputed_train, cell_mnist.train_labels,
-                                                       fit=settings.logistic_fit)
-    seconds["fit_logistic_regression"] = time.perf_counter() - started
+    if has_labels:
+        started = time.perf_counter()
+        pixel_classifier = metrics.fit_logistic_regression(imputed_train, cell_data.train_labels,
+                                                           num_classes=cell_data.num_classes,
+                                                           fit=settings.logistic_fit)
+        seconds["fit_logistic_regression"] = time.perf_counter() - started
     if has_hidden:
         started = time.perf_counter()
         hidden_classifier = metrics.fit_logistic_regression(
-            hidden_activations(model, train_observed, train_mask), cell_mnist.train_labels,
-            fit=settings.logistic_fit)
+            hidden_activations(model, train_observed, train_mask), cell_data.train_labels,
+            num_classes=cell_data.num_classes, fit=settings.logistic_fit)
         seconds["hidden_features_and_fit"] = time.perf_counter() - started
     progbar.update(1)
 
-    figures: dict[str, list[float]] = {"rmse": [], "fid": [], "accuracy": [], "test_missing_fraction": []}
+    figures: dict[str, list[float]] = {"rmse": [], "test_missing_fraction": []}
+    if codec.kind == "table":
+        figures.update(rmse_raw=[], wasserstein=[])
+    if fid is not None:
+        figures["fid"] = []
+    if has_labels:
+        figures["accuracy"] = []
     if has_hidden:
         figures["hidden_accuracy"] = []
+    per_column: dict[str, list[float]] = {}
     seconds["per_repeat"] = []
     grid: dict[str, np.ndarray] = {}
     for repeat, seed in enumerate(settings.test_mask_seeds):
         started = time.perf_counter()
-        test_mask = masks.generate_masks(cell.missingness, cell.missing_rate, len(test_images), seed,
-                                         data["num_patches"])
-        test_observed = test_images * test_mask
-        imputed = model.impute(test_observed, test_mask, seed=repeat)
-        figures["rmse"].append(metrics.missing_rmse(test_images, imputed, test_mask))
-        figures["fid"].append(fid.fid(imputed))
-        figures["accuracy"].append(metrics.classification_accuracy(pixel_classifier, imputed, test_labels))
+        mask = test_mask(cell_data, {**data, "missingness": cell.missingness, "missing_rate": cell.missing_rate},
+                         seed)
+        test_observed = test_x * mask
+        imputed = model.impute(test_observed, mask, seed=repeat)
+        figures["rmse"].append(metrics.missing_rmse(test_x, imputed, mask, own_test))
+        if codec.kind == "table":
+            true_raw, imputed_raw = codec.unscale_values(test_x), codec.unscale_values(imputed)
+            figures["rmse_raw"].append(metrics.missing_rmse(true_raw, imputed_raw, mask, own_test))
+            scored = (1.0 - mask) * (1.0 if own_test is None else own_test)
+            distances = column_wasserstein(codec, true_raw, imputed_raw, scored)
+            for name, value in distances.items():
+                per_column.setdefault(name, []).append(value)
+            figures["wasserstein"].append(float(np.mean(list(distances.values()))))
+        if fid is not None:
+            figures["fid"].append(fid.fid(imputed))
+        if has_labels:
+            figures["accuracy"].append(metrics.classification_accuracy(pixel_classifier, imputed, test_labels))
         if has_hidden:
             figures["hidden_accuracy"].append(metrics.classification_accuracy(
-                hidden_classifier, hidden_activations(model, test_observed, test_mask), test_labels))
-        figures["test_missing_fraction"].append(masks.realised_missing_fraction(test_mask))
+                hidden_classifier, hidden_activations(model, test_observed, mask), test_labels))
+        figures["test_missing_fraction"].append(masks.realised_missing_fraction(mask))
         seconds["per_repeat"].append(time.perf_counter() - started)
         if repeat == 0:
-            grid = {"images": test_images[:GRID_DIGITS], "mask": test_mask[:GRID_DIGITS],
+            grid = {"images": test_x[:GRID_DIGITS], "mask": mask[:GRID_DIGITS],
                     "imputed": imputed[:GRID_DIGITS]}
-        progbar.update(repeat + 2, values=[(key, figures[key][-1]) for key in ("rmse", "fid", "accuracy")])
+        progbar.update(repeat + 2, values=[(key, figures[key][-1]) for key in ("rmse", "fid", "accuracy")
+                                           if key in figures])
 
     result = {"cell": cell.name, "method": cell.method, "missingness": cell.missingness,
-              "missing_rate": cell.missing_rate, "train_size": len(train_mask), "test_size": len(test_images),
+              "missing_rate": cell.missing_rate, "train_size": len(train_mask), "test_size": len(test_x),
               "train_missing_fraction": masks.realised_missing_fraction(train_mask)}
     result.update({key: summarize(values) for key, values in figures.items()})
+    if per_column:
+        result["wasserstein_per_column"] = {name: summarize(values) for name, values in per_column.items()}
     result["seconds"] = {key: [round(s, 2) for s in value] if isinstance(value, list) else round(value, 2)
                          for key, value in seconds.items()}
     return result, grid
+
+
+def figures_line(result: dict[str, Any]) -> str:
+    """The cell's main figures in one line (those it has)."""
+    names = {"rmse": "RMSE", "rmse_raw": "RMSE (raw units)", "wasserstein": "Wasserstein",
+             "fid": "FID", "accuracy": "accuracy"}
+    return ", ".join(f"{title} {result[key]['mean']:.4f}" for key, title in names.items() if key in result)
 
 
 def model_identity(model_dir: str) -> dict[str, Any]:
@@ -282,7 +331,7 @@ def save_cell(output_dir: str, result: dict[str, Any], grid: dict[str, np.ndarra
 
 
 def write_outputs(output_dir: str, results: list[dict[str, Any]], run_settings: dict[str, Any],
-                  classifier_info: dict[str, Any]) -> None:
+                  classifier_info: dict[str, Any] | None) -> None:
     """results.json, results.md, the perception-distortion plot and the imputation grid."""
     write_json_atomically(os.path.join(output_dir, RESULTS_FILE), {
         "settings": run_settings, "classifier": classifier_info,
@@ -291,7 +340,8 @@ def write_outputs(output_dir: str, results: list[dict[str, Any]], run_settings: 
     with open(temporary, "w") as f:
         f.write(report.markdown_report(results, run_settings, classifier_info))
     os.replace(temporary, os.path.join(output_dir, TABLE_FILE))
-    report.plot_perception_distortion(results, os.path.join(output_dir, PLOT_FILE))
+    if all("fid" in result for result in results):
+        report.plot_perception_distortion(results, os.path.join(output_dir, PLOT_FILE))
     panels: dict[tuple[str, float], dict[str, Any]] = {}
     for result in results:
         with np.load(os.path.join(output_dir, CELLS_DIR, f"{result['cell']}.npz")) as grid:
@@ -300,15 +350,17 @@ def write_outputs(output_dir: str, results: list[dict[str, Any]], run_settings: 
             panel = panels.setdefault(key, {"title": title, "images": grid["images"], "mask": grid["mask"],
                                             "imputed": {}})
             panel["imputed"][result["method"]] = grid["imputed"]
-    report.plot_imputations(list(panels.values()), os.path.join(output_dir, GRID_FILE))
+    if panels and all(panel["images"].ndim == 4 for panel in panels.values()):  # vectors make no picture
+        report.plot_imputations(list(panels.values()), os.path.join(output_dir, GRID_FILE))
 
 
-def run_evaluation(cells: list[Cell], models_dir: str, output_dir: str, mnist: Mnist, fid: FeatureFid,
+def run_evaluation(cells: list[Cell], models_dir: str, output_dir: str, dataset: Dataset, fid: FeatureFid | None,
                    settings: EvaluationSettings, training: TrainingRequest | None,
                    run_settings: dict[str, Any], log: Callable[[str], None] = print) -> list[dict[str, Any]]:
     """Evaluates every cell not already finished, writing the outputs after each; returns the results.
 
-    ``mnist`` holds at least as many training digits as any cell's model was (or will be) trained on.
+    ``dataset`` holds at least as many training examples as any cell's model was (or will be) trained
+    on. ``fid``: None when the dataset has no labels to train a feature classifier on.
     """
     os.makedirs(output_dir, exist_ok=True)
     results = []
@@ -320,27 +372,25 @@ def run_evaluation(cells: list[Cell], models_dir: str, output_dir: str, mnist: M
             provenance = dict(model_identity(model_dir), evaluation=settings.as_dict())
             result = finished_cell(output_dir, cell, provenance)
             if result is not None:
-                log(f"{prefix}: already evaluated (RMSE {result['rmse']['mean']:.4f}, "
-                    f"FID {result['fid']['mean']:.3f}, accuracy {result['accuracy']['mean']:.4f})")
+                log(f"{prefix}: already evaluated ({figures_line(result)})")
                 results.append(result)
                 continue
-        model, config = trained_model(cell, model_dir, output_dir, mnist, training, log)
+        model, config = trained_model(cell, model_dir, output_dir, dataset, training, log)
         if provenance is None:
             provenance = dict(model_identity(model_dir), evaluation=settings.as_dict())
         log(f"{prefix}: evaluating the model in {model_dir}")
-        result, grid = evaluate_cell(cell, model, config, mnist, settings, fid)
+        result, grid = evaluate_cell(cell, model, config, dataset, settings, fid)
         with open(os.path.join(model_dir, "metrics.json")) as f:
             result["model"] = {"config": config, "metrics": json.load(f)}
         result["provenance"] = provenance
         save_cell(output_dir, result, grid)
         seconds = result["seconds"]
-        log(f"{prefix}: RMSE {result['rmse']['mean']:.4f}, FID {result['fid']['mean']:.3f}, accuracy "
-            f"{result['accuracy']['mean']:.4f}; {seconds['impute_training_digits']:.1f}s imputing and "
-            f"{seconds['fit_logistic_regression']:.1f}s fitting on the training digits, "
+        log(f"{prefix}: {figures_line(result)}; {seconds['impute_training_digits']:.1f}s imputing and "
+            f"{seconds.get('fit_logistic_regression', 0.0):.1f}s fitting on the training examples, "
             f"{np.mean(seconds['per_repeat']):.1f}s per test masking")
         results.append(result)
-        write_outputs(output_dir, results, run_settings, fid.info)
-    write_outputs(output_dir, results, run_settings, fid.info)
+        write_outputs(output_dir, results, run_settings, None if fid is None else fid.info)
+    write_outputs(output_dir, results, run_settings, None if fid is None else fid.info)
     log(f"results: {os.path.join(output_dir, RESULTS_FILE)}, {os.path.join(output_dir, TABLE_FILE)}")
     return results
 

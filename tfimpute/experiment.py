@@ -1,6 +1,10 @@
-"""One training run on MNIST as the programs describe it: mask the data, build and compile the
-model, claim the workdir and train (library side of ``tfimpute.train``; evaluation trains
-missing cells through it too).
+"""One training run as the programs describe it: mask the data, build and compile the model, claim
+the workdir and train (library side of ``tfimpute.train``; evaluation trains missing cells through
+it too).
+
+The ``data`` section of a workdir's ``config.json`` says which dataset (``dataset``, absent for
+MNIST) and which synthetic missingness the model was trained with; ``codec`` (absent for MNIST)
+how raw values map to the [0, 1] scale the model sees (:class:`tfimpute.datasets.Codec`).
 """
 
 from __future__ import annotations
@@ -13,61 +17,108 @@ import tensorflow as tf
 
 from tfimpute import distribute, masks, workdir
 from tfimpute.data import Mnist
+from tfimpute.errors import InvalidInputError
+from tfimpute.datasets import Codec, Dataset, as_dataset
 from tfimpute.models import registry
 from tfimpute.training import TrainingOptions, run_training
 
+MNIST = "mnist"
 
-def training_dataset(mnist: Mnist, data: dict[str, Any]) -> tuple[Mnist, np.ndarray]:
-    """MNIST as ``data`` says (binarised or not) and the training masks a model is trained with.
+
+def prepared(dataset: Dataset, data: dict[str, Any]) -> Dataset:
+    """``dataset`` as ``data`` says: images thresholded at 0.5 with ``binarize`` (binarised MNIST)."""
+    if not data.get("binarize"):
+        return dataset
+    if not dataset.is_image:
+        raise ValueError("--binarize applies to images only")
+    return dataclasses.replace(dataset, train_x=(dataset.train_x >= 0.5).astype(np.float32),
+                               test_x=(dataset.test_x >= 0.5).astype(np.float32))
+
+
+def _own(mask: np.ndarray, dataset: Dataset) -> np.ndarray | None:
+    return mask if dataset.has_own_holes else None
+
+
+def training_mask(dataset: Dataset, data: dict[str, Any]) -> np.ndarray:
+    """The mask of the training examples a model is trained with: the data's own holes and, unless
+    ``complete_training_data``, the synthetic mechanism of ``data`` on top (seed ``mask_seed``).
 
     Evaluation calls it too, to impute exactly the incomplete training data a model saw.
     """
-    if data.get("binarize"):
-        mnist = dataclasses.replace(mnist, train_images=(mnist.train_images >= 0.5).astype(np.float32),
-                                    test_images=(mnist.test_images >= 0.5).astype(np.float32))
     if data.get("complete_training_data"):
-        return mnist, np.ones_like(mnist.train_images)
-    return mnist, masks.generate_masks(data["missingness"], data["missing_rate"], len(mnist.train_images),
-                                       data["mask_seed"], data["num_patches"])
+        return dataset.train_mask
+    synthetic = masks.generate_masks(data["missingness"], data["missing_rate"], len(dataset.train_x),
+                                     data["mask_seed"], data["num_patches"], dataset.shape, dataset.train_x)
+    return masks.combine(_own(dataset.train_mask, dataset), synthetic)
 
 
-def train(model_name: str, mnist: Mnist, data: dict[str, Any], settings: dict[str, Any],
+def test_mask(dataset: Dataset, data: dict[str, Any], seed: int) -> np.ndarray:
+    """The mask the test examples are imputed under: their own holes and the synthetic mechanism
+    (its hidden entries that the data observed are the ones scored)."""
+    synthetic = masks.generate_masks(data["missingness"], data["missing_rate"], len(dataset.test_x), seed,
+                                     data["num_patches"], dataset.shape, dataset.test_x)
+    return masks.combine(_own(dataset.test_mask, dataset), synthetic)
+
+
+def codec_of(config: dict[str, Any], data_shape: tuple[int, ...]) -> Codec:
+    """The workdir's codec; MNIST workdirs (and those of 0.1) have none: images in [0, 1]."""
+    if "codec" in config:
+        return Codec.from_json(config["codec"])
+    return Codec.identity(data_shape)
+
+
+def train(model_name: str, dataset: Dataset | Mnist, data: dict[str, Any], settings: dict[str, Any],
           options: TrainingOptions, workdir_path: str,
           strategy: tf.distribute.Strategy | None = None) -> dict[str, Any]:
-    """Masks MNIST as ``data`` says, builds ``model_name`` and trains (or resumes) it in ``workdir_path``.
+    """Masks ``dataset`` as ``data`` says, builds ``model_name`` and trains (or resumes) it in ``workdir_path``.
 
     ``data``: train_size, test_size, missingness, missing_rate, mask_seed, num_patches and
-    optionally binarize / complete_training_data. ``settings``: the model's settings (absent
-    or None: its defaults; settings of other models are ignored). The model and its
-    optimizers are built in ``strategy.scope()`` (default: the current strategy). Returns
-    the content of ``metrics.json``.
+    optionally dataset (with its reading options), binarize / complete_training_data.
+    ``settings``: the model's settings (absent or None: its defaults; settings of other
+    models are ignored). The model and its optimizers are built in ``strategy.scope()``
+    (default: the current strategy). Returns the content of ``metrics.json``.
     """
     strategy = strategy or tf.distribute.get_strategy()
     workdir_path = distribute.worker_workdir(strategy, workdir_path)
     spec = registry.get(model_name)
-    mnist, train_mask = training_dataset(mnist, data)
-    test_mask = masks.generate_masks(data["missingness"], data["missing_rate"], len(mnist.test_images),
-                                     data["mask_seed"] + 1, data["num_patches"])
-    train_data = masks.make_incomplete(mnist.train_images, train_mask, mnist.train_labels)
+    dataset = as_dataset(dataset)
+    spec.check_data_shape(dataset.shape)
+    try:
+        dataset = prepared(dataset, data)
+    except ValueError as exc:
+        raise InvalidInputError(str(exc)) from None
+    if len(dataset.train_x) < options.batch_size:
+        raise InvalidInputError(
+            f"{data.get('dataset', MNIST)}: {len(dataset.train_x)} training examples, fewer than one batch "
+            f"(--batch_size={options.batch_size}); lower --batch_size")
+    train_mask = training_mask(dataset, data)
+    evaluation_mask = test_mask(dataset, data, data["mask_seed"] + 1)
+    train_data = masks.make_incomplete(dataset.train_x, train_mask, dataset.train_labels)
     train_missing = masks.realised_missing_fraction(train_mask)
-    test_missing = masks.realised_missing_fraction(test_mask)
-    print(f"{data['missingness']} missingness at rate {data['missing_rate']}: realised missing "
-          f"fraction {train_missing:.4f} (train, {len(train_mask)} digits), {test_missing:.4f} "
-          f"(test, {len(test_mask)} digits)")
+    test_missing = masks.realised_missing_fraction(evaluation_mask)
+    own = (f"; the data's own holes: {masks.realised_missing_fraction(dataset.train_mask):.4f} (train)"
+           if dataset.has_own_holes else "")
+    print(f"{data['missingness']} missingness at rate {data['missing_rate']}"
+          f"{' (test only)' if data.get('complete_training_data') else ''}: realised missing "
+          f"fraction {train_missing:.4f} (train, {len(train_mask)} examples), {test_missing:.4f} "
+          f"(test, {len(evaluation_mask)} examples){own}")
 
     settings = spec.settings_for_data(settings, train_data)
     with strategy.scope():
-        model = spec.build(settings)
+        model = spec.build(settings, data_shape=dataset.shape)
         model.compile()
-    adjusted = workdir.claim(workdir_path, {
+    config = {
         "model": model_name,
         "model_config": model.get_config(),
         "data": data,
         "training": {"batch_size": options.batch_size, "seed": options.seed},
-    }, adjustable=model.inference_settings)
+    }
+    if data.get("dataset", MNIST) != MNIST:
+        config["codec"] = dataset.codec.to_json()
+    adjusted = workdir.claim(workdir_path, config, adjustable=model.inference_settings)
     for change in adjusted:
         print(f"inference setting changed: {change}")
     run_info = {"model": model_name, **data, "replicas": strategy.num_replicas_in_sync,
                 "train_missing_fraction": train_missing, "test_missing_fraction": test_missing}
-    return run_training(model, train_data, mnist.test_images, test_mask, workdir_path, options, run_info,
-                        strategy=strategy)
+    return run_training(model, train_data, dataset.test_x, evaluation_mask, workdir_path, options, run_info,
+                        strategy=strategy, test_data_mask=_own(dataset.test_mask, dataset))

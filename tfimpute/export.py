@@ -14,7 +14,7 @@ import os
 
 from absl import app, flags
 
-from tfimpute import savedmodel, workdir
+from tfimpute import experiment, savedmodel, workdir
 from tfimpute.errors import InvalidInputError
 
 FLAGS = flags.FLAGS
@@ -35,10 +35,12 @@ def main(argv: list[str]) -> None:
     if FLAGS.model and FLAGS.model != config["model"]:
         raise InvalidInputError(f"--model={FLAGS.model} but {FLAGS.workdir} holds a {config['model']} run")
     name = FLAGS.name or config["model"]
+    codec = experiment.codec_of(config, model.data_shape)
     path = savedmodel.export_model(model, FLAGS.export_dir, name, FLAGS.version,
-                                   provenance={"workdir": os.path.abspath(FLAGS.workdir), "config": config})
+                                   provenance={"workdir": os.path.abspath(FLAGS.workdir), "config": config},
+                                   codec=codec)
     print(f"exported {name} version {os.path.basename(path)} to {path}; "
-          f"signatures: {', '.join(sorted(model.serving_signatures()))}")
+          f"signatures: {', '.join(sorted(savedmodel.all_signatures(model, codec)))}")
 
 
 if __name__ == "__main__":

@@ -1,29 +1,47 @@
-"""Missingness mechanisms of the paper's protocol (Section 4), shared by every model.
+"""Missingness mechanisms: the paper's protocol (Section 4) for images of any size, and MAR / MNAR.
 
-Convention: ``mask == 1`` marks an OBSERVED pixel, ``mask == 0`` a MISSING one.
-Masks are float32 arrays shaped [N, 28, 28, 1], generated once per dataset from
-a seed (the training data is incomplete once, as in the paper), and reproducible.
+Convention: ``mask == 1`` marks an OBSERVED entry, ``mask == 0`` a MISSING one.
+Masks are float32 arrays shaped like the data ([N, H, W, C] images or [N, D] vectors),
+generated once per dataset from a seed (the training data is incomplete once, as in the
+paper), and reproducible. An image mechanism hides all channels of a pixel together.
+The paper's mechanisms are defined on H x W; for MNIST (28 x 28) they are exactly the
+paper's. How ``missing_rate`` maps to each mechanism:
 
-How ``missing_rate`` maps to each mechanism:
+* ``independent`` (I.M.): each pixel (vectors: each entry) is missing i.i.d. with
+  probability ``missing_rate``.
+* ``square`` (S.O., as in MisGAN's code; images only): everything is missing except one
+  observed rectangle of sides ``round(H * sqrt(1 - missing_rate))`` by
+  ``round(W * sqrt(1 - missing_rate))`` (clipped to [1, H] / [1, W]), its top-left corner
+  uniform over the positions that keep it inside the image. On MNIST the square's side is
+  ``s = round(28 * sqrt(1 - missing_rate))`` and the realised missing fraction exactly
+  ``1 - s**2 / 784`` (rate 0.3 -> s = 23 -> 0.325; 0.6 -> 18 -> 0.587; 0.9 -> 9 -> 0.897).
+* ``patch`` (P.M.; images only): ``num_patches`` (default 32) rectangles are missing. Each
+  rectangle's centre is uniform over the H x W pixels (rectangles are clipped at the border)
+  and its height and width are independently ``max(1, round(scale * U(0.5, 1.5)))``.
+  ``scale`` is calibrated for the image size by bisection on a fixed-seed Monte Carlo
+  estimate so that the expected missing fraction equals ``missing_rate`` (overlapping
+  rectangles are counted once). The paper does not give its patch sizes; 32 patches is the
+  count for which both of its untrained baselines land near its P.M. figures on MNIST (mean
+  imputation about 0.26, diffusion inpainting 0.19 / 0.24 / 0.29 at rates 0.3 / 0.6 / 0.9
+  against the paper's 0.200 / 0.227 / 0.277); 8 larger patches make inpainting 0.03-0.05 worse.
+* ``mar`` (missing at random, the logistic mechanism of Muzellec et al. 2020, "Missing data
+  imputation using optimal transport", used by hyperimpute and GAIN's benchmarks): a random
+  30% of the columns (at least one; images: of the pixels) are always observed; every other
+  column j is missing with probability ``sigmoid(x_obs · w_j + b_j)``, ``w_j`` random
+  normal weights on the standardised always-observed columns and ``b_j`` set by root finding
+  so that column j is missing at rate ``missing_rate``. Missingness depends on observed
+  values only.
+* ``mnar`` (missing not at random, self-masking, the same paper's quantile-free logistic
+  variant): entry (i, j) is missing with probability ``sigmoid(2 * z_ij + b_j)``, ``z_ij``
+  the standardised value itself, ``b_j`` set so that column j is missing at rate
+  ``missing_rate``: larger values are more likely missing.
 
-* ``independent`` (I.M.): each pixel is missing i.i.d. with probability
-  ``missing_rate``.
-* ``square`` (S.O., as in MisGAN's code): everything is missing except one
-  observed square of side ``s = round(28 * sqrt(1 - missing_rate))`` (clipped to
-  [1, 28]), its top-left corner uniform over the positions that keep it inside
-  the image. The realised missing fraction is exactly ``1 - s**2 / 784`` (e.g.
-  rate 0.3 -> s = 23 -> 0.325; 0.6 -> 18 -> 0.587; 0.9 -> 9 -> 0.897).
-* ``patch`` (P.M.): ``num_patches`` (default 32) rectangles are missing. Each
-  rectangle's centre is uniform over the 28x28 pixels (rectangles are clipped at
-  the border) and its height and width are independently
-  ``max(1, round(scale * U(0.5, 1.5)))``. ``scale`` is calibrated by bisection
-  on a fixed-seed Monte Carlo estimate so that the expected missing fraction
-  equals ``missing_rate`` (overlapping rectangles are counted once). The paper
-  does not give its patch sizes; 32 patches is the count for which both of its
-  untrained baselines land near its P.M. figures (mean imputation about 0.26,
-  diffusion inpainting 0.19 / 0.24 / 0.29 at rates 0.3 / 0.6 / 0.9 against the
-  paper's 0.200 / 0.227 / 0.277); 8 larger patches make inpainting 0.03-0.05 worse.
+``mar`` and ``mnar`` read the values they condition on (images: each pixel's mean over its
+channels); a mask generator is the only code that sees them, the model never does. On vectors
+only the entry-wise mechanisms (``independent``, ``mar``, ``mnar``) apply.
 
+A dataset's own holes (its NaN or its ``mask``) are combined with a synthetic mask by
+:func:`combine`: an entry is observed only if both observe it.
 ``realised_missing_fraction`` reports what a set of masks actually hides.
 """
 
@@ -33,12 +51,18 @@ import dataclasses
 import functools
 
 import numpy as np
+from scipy import optimize, special
 
+from tfimpute.data import MNIST_SHAPE
 from tfimpute.errors import InvalidInputError
 
-MECHANISMS = ("independent", "square", "patch")
+IMAGE_MECHANISMS = ("independent", "square", "patch")
+VALUE_MECHANISMS = ("mar", "mnar")  # they read the data's values
+MECHANISMS = IMAGE_MECHANISMS + VALUE_MECHANISMS
+ENTRYWISE_MECHANISMS = ("independent",) + VALUE_MECHANISMS
 DEFAULT_NUM_PATCHES = 32
-IMAGE_SIDE = 28
+MAR_OBSERVED_FRACTION = 0.3
+MNAR_STRENGTH = 2.0
 _CALIBRATION_SAMPLES = 4000
 
 
@@ -47,50 +71,63 @@ def _check_rate(missing_rate: float) -> None:
         raise InvalidInputError(f"missing_rate must be in (0, 1), got {missing_rate}")
 
 
-def square_side(missing_rate: float) -> int:
-    """Side of the observed square for S.O. missingness at ``missing_rate``."""
+def rectangle_sides(missing_rate: float, height: int = MNIST_SHAPE[0],
+                    width: int = MNIST_SHAPE[1]) -> tuple[int, int]:
+    """Sides of the observed rectangle for S.O. missingness at ``missing_rate``."""
     _check_rate(missing_rate)
-    side = int(round(IMAGE_SIDE * np.sqrt(1.0 - missing_rate)))
-    return int(np.clip(side, 1, IMAGE_SIDE))
+    keep = np.sqrt(1.0 - missing_rate)
+    return (int(np.clip(round(height * keep), 1, height)), int(np.clip(round(width * keep), 1, width)))
 
 
-def _square_masks(num: int, side: int, rng: np.random.Generator) -> np.ndarray:
-    tops = rng.integers(0, IMAGE_SIDE - side + 1, size=num)
-    lefts = rng.integers(0, IMAGE_SIDE - side + 1, size=num)
-    coords = np.arange(IMAGE_SIDE)
-    rows = (coords[None, :] >= tops[:, None]) & (coords[None, :] < tops[:, None] + side)
-    cols = (coords[None, :] >= lefts[:, None]) & (coords[None, :] < lefts[:, None] + side)
+def square_side(missing_rate: float) -> int:
+    """Side of the observed square for S.O. missingness on MNIST at ``missing_rate``."""
+    return rectangle_sides(missing_rate)[0]
+
+
+def _square_masks(num: int, sides: tuple[int, int], image_size: tuple[int, int],
+                  rng: np.random.Generator) -> np.ndarray:
+    (side_h, side_w), (height, width) = sides, image_size
+    tops = rng.integers(0, height - side_h + 1, size=num)
+    lefts = rng.integers(0, width - side_w + 1, size=num)
+    rows = (np.arange(height)[None, :] >= tops[:, None]) & (np.arange(height)[None, :] < tops[:, None] + side_h)
+    cols = (np.arange(width)[None, :] >= lefts[:, None]) & (np.arange(width)[None, :] < lefts[:, None] + side_w)
     return rows[:, :, None] & cols[:, None, :]  # True = observed
 
 
-def _patch_missing(num: int, num_patches: int, scale: float, rng: np.random.Generator) -> np.ndarray:
-    """Boolean [num, 28, 28], True where one of the rectangles covers the pixel."""
-    coords = np.arange(IMAGE_SIDE)
-    missing = np.zeros((num, IMAGE_SIDE, IMAGE_SIDE), dtype=bool)
+def _patch_missing(num: int, num_patches: int, scale: float, rng: np.random.Generator,
+                   image_size: tuple[int, int] = MNIST_SHAPE[:2]) -> np.ndarray:
+    """Boolean [num, H, W], True where one of the rectangles covers the pixel."""
+    height, width = image_size
+    row_coords, col_coords = np.arange(height), np.arange(width)
+    missing = np.zeros((num, height, width), dtype=bool)
     for _ in range(num_patches):
         heights = np.maximum(1, np.round(scale * rng.uniform(0.5, 1.5, size=num))).astype(int)
         widths = np.maximum(1, np.round(scale * rng.uniform(0.5, 1.5, size=num))).astype(int)
-        tops = rng.integers(0, IMAGE_SIDE, size=num) - heights // 2
-        lefts = rng.integers(0, IMAGE_SIDE, size=num) - widths // 2
-        rows = (coords[None, :] >= tops[:, None]) & (coords[None, :] < (tops + heights)[:, None])
-        cols = (coords[None, :] >= lefts[:, None]) & (coords[None, :] < (lefts + widths)[:, None])
+        tops = rng.integers(0, height, size=num) - heights // 2
+        lefts = rng.integers(0, width, size=num) - widths // 2
+        rows = (row_coords[None, :] >= tops[:, None]) & (row_coords[None, :] < (tops + heights)[:, None])
+        cols = (col_coords[None, :] >= lefts[:, None]) & (col_coords[None, :] < (lefts + widths)[:, None])
         missing |= rows[:, :, None] & cols[:, None, :]
     return missing
 
 
 @functools.lru_cache(maxsize=None)
-def patch_scale(missing_rate: float, num_patches: int = DEFAULT_NUM_PATCHES) -> float:
-    """Rectangle scale whose expected missing fraction is ``missing_rate`` (bisection)."""
+def patch_scale(missing_rate: float, num_patches: int = DEFAULT_NUM_PATCHES,
+                image_size: tuple[int, int] = MNIST_SHAPE[:2]) -> float:
+    """Rectangle scale whose expected missing fraction on ``image_size`` is ``missing_rate`` (bisection)."""
     _check_rate(missing_rate)
     if num_patches < 1:
         raise InvalidInputError(f"num_patches must be >= 1, got {num_patches}")
+    # Fewer calibration images for large images keep the cost near MNIST's.
+    samples = max(200, _CALIBRATION_SAMPLES * MNIST_SHAPE[0] * MNIST_SHAPE[1] // (image_size[0] * image_size[1]))
 
     def expected_fraction(scale: float) -> float:
         rng = np.random.default_rng(12345)  # fixed: the calibration is part of the definition
-        return float(_patch_missing(_CALIBRATION_SAMPLES, num_patches, scale, rng).mean())
+        return float(_patch_missing(min(samples, _CALIBRATION_SAMPLES), num_patches, scale, rng,
+                                    image_size).mean())
 
-    # At scale 2 * 28 one rectangle covers the whole image wherever its centre falls.
-    low, high = 0.0, 2.0 * IMAGE_SIDE
+    # At scale 2 * max(H, W) one rectangle covers the whole image wherever its centre falls.
+    low, high = 0.0, 2.0 * max(image_size)
     for _ in range(30):
         mid = 0.5 * (low + high)
         if expected_fraction(mid) < missing_rate:
@@ -100,24 +137,77 @@ def patch_scale(missing_rate: float, num_patches: int = DEFAULT_NUM_PATCHES) -> 
     return 0.5 * (low + high)
 
 
+def _fitted_intercept(logits: np.ndarray, missing_rate: float) -> float:
+    """b such that mean(sigmoid(logits + b)) = missing_rate (monotone in b: a bracketed root)."""
+    return float(optimize.brentq(lambda b: special.expit(logits + b).mean() - missing_rate, -50.0, 50.0))
+
+
+def _standardised(values: np.ndarray) -> np.ndarray:
+    spread = values.std(axis=0)
+    return (values - values.mean(axis=0)) / np.where(spread > 0, spread, 1.0)
+
+
+def _value_masks(mechanism: str, missing_rate: float, values: np.ndarray,
+                 rng: np.random.Generator) -> np.ndarray:
+    """MAR / MNAR on [N, F] values (see the module docstring); True = observed."""
+    num, features = values.shape
+    z = _standardised(values.astype(np.float64))
+    missing_probability = np.zeros_like(z)
+    if mechanism == "mar":
+        drivers = rng.permutation(features)[:max(1, int(round(MAR_OBSERVED_FRACTION * features)))]
+        driven = np.setdiff1d(np.arange(features), drivers)
+        weights = rng.standard_normal((len(drivers), len(driven))) / np.sqrt(len(drivers))
+        logits = z[:, drivers] @ weights
+        for k, column in enumerate(driven):
+            missing_probability[:, column] = special.expit(
+                logits[:, k] + _fitted_intercept(logits[:, k], missing_rate))
+    else:
+        for column in range(features):
+            logits = MNAR_STRENGTH * z[:, column]
+            missing_probability[:, column] = special.expit(logits + _fitted_intercept(logits, missing_rate))
+    return rng.random((num, features)) >= missing_probability
+
+
 def generate_masks(mechanism: str, missing_rate: float, num_masks: int, seed: int,
-                   num_patches: int = DEFAULT_NUM_PATCHES) -> np.ndarray:
-    """Masks for ``num_masks`` images: float32 [N, 28, 28, 1], 1 = observed, 0 = missing."""
+                   num_patches: int = DEFAULT_NUM_PATCHES, shape: tuple[int, ...] = MNIST_SHAPE,
+                   values: np.ndarray | None = None) -> np.ndarray:
+    """Masks for ``num_masks`` examples of ``shape``: float32 [N, *shape], 1 = observed, 0 = missing.
+
+    ``values`` ([N, *shape]) are what ``mar`` and ``mnar`` condition on; the others ignore them.
+    """
     _check_rate(missing_rate)
     if num_masks < 0:
         raise InvalidInputError(f"num_masks must be >= 0, got {num_masks}")
-    rng = np.random.default_rng(seed)
-    if mechanism == "independent":
-        observed = rng.random((num_masks, IMAGE_SIDE, IMAGE_SIDE)) >= missing_rate
-    elif mechanism == "square":
-        observed = _square_masks(num_masks, square_side(missing_rate), rng)
-    elif mechanism == "patch":
-        scale = patch_scale(float(missing_rate), int(num_patches))
-        observed = ~_patch_missing(num_masks, num_patches, scale, rng)
-    else:
+    if mechanism not in MECHANISMS:
         raise InvalidInputError(
             f"unknown missingness mechanism {mechanism!r}; choose one of {', '.join(MECHANISMS)}")
-    return observed.astype(np.float32)[..., None]
+    shape = tuple(shape)
+    is_image = len(shape) == 3
+    if not is_image and mechanism not in ENTRYWISE_MECHANISMS:
+        raise InvalidInputError(f"--missingness={mechanism} needs images; on vectors choose one of "
+                                f"{', '.join(ENTRYWISE_MECHANISMS)}")
+    entries = shape[:2] if is_image else shape  # an image mechanism draws per pixel, channels together
+    rng = np.random.default_rng(seed)
+    if mechanism == "independent":
+        observed = rng.random((num_masks, *entries)) >= missing_rate
+    elif mechanism == "square":
+        observed = _square_masks(num_masks, rectangle_sides(missing_rate, *entries), entries, rng)
+    elif mechanism == "patch":
+        scale = patch_scale(float(missing_rate), int(num_patches), entries)
+        observed = ~_patch_missing(num_masks, num_patches, scale, rng, entries)
+    else:
+        if values is None or len(values) != num_masks:
+            raise InvalidInputError(f"--missingness={mechanism} needs the values of the {num_masks} examples")
+        flat = np.asarray(values, np.float64).reshape(num_masks, *entries, -1).mean(axis=-1)
+        observed = _value_masks(mechanism, missing_rate, flat.reshape(num_masks, -1), rng).reshape(
+            num_masks, *entries)
+    observed = observed.astype(np.float32)
+    return np.repeat(observed[..., None], shape[2], axis=-1) if is_image else observed
+
+
+def combine(own_mask: np.ndarray | None, synthetic: np.ndarray) -> np.ndarray:
+    """The mask a model sees: observed only where the data AND the synthetic mask observe."""
+    return synthetic if own_mask is None else (own_mask * synthetic).astype(np.float32)
 
 
 def realised_missing_fraction(mask: np.ndarray) -> float:
@@ -134,8 +224,8 @@ class IncompleteData:
     the others ignore them. Unknown labels are −1.
     """
 
-    observed: np.ndarray  # [N, 28, 28, 1] float32, 0 where missing
-    mask: np.ndarray  # [N, 28, 28, 1] float32, 1 = observed
+    observed: np.ndarray  # [N, *shape] float32, 0 where missing
+    mask: np.ndarray  # [N, *shape] float32, 1 = observed
     labels: np.ndarray | None = None  # [N] int32 digit classes, or None when unknown
 
     def label_array(self) -> np.ndarray:
@@ -148,7 +238,7 @@ class IncompleteData:
         return len(self.mask)
 
     def observed_pixel_means(self) -> np.ndarray:
-        """Each pixel's mean over the digits where it is observed, float64 [28, 28, 1].
+        """Each entry's mean over the examples where it is observed, float64 [*shape].
 
         A pixel never observed gets the mean of all observed pixels. Multiplying by
         the mask keeps whatever the missing positions hold out of the means.

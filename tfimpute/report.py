@@ -25,6 +25,8 @@ from tfimpute import visualize
 MECHANISM_LABELS = {"independent": "I.M.", "square": "S.O.", "patch": "P.M."}
 # (result key, column title, decimals at most, factor for display)
 COLUMNS = (("rmse", "RMSE", 3, 1.0), ("fid", "FID", 1, 1.0), ("accuracy", "Acc. %", 1, 100.0))
+TABLE_COLUMNS = (("rmse", "RMSE", 3, 1.0), ("rmse_raw", "RMSE raw", 3, 1.0), ("wasserstein", "W1", 3, 1.0),
+                 ("fid", "FID", 1, 1.0), ("accuracy", "Acc. %", 1, 100.0))
 HIDDEN_COLUMN = ("hidden_accuracy", "RBM † %", 1, 100.0)
 
 # Table 1 of the paper: (RMSE, FID, accuracy %) per method, and the RBM † accuracies.
@@ -88,11 +90,13 @@ def _table(header: list[str], rows: list[list[str]]) -> str:
 
 
 def results_table(cells: list[dict[str, Any]]) -> str:
-    """Our figures in Table 1's layout: mean(standard error over test maskings)."""
+    """Our figures in Table 1's layout: mean(standard error over test maskings); a figure no cell
+    has (e.g. FID without labels) gets no column."""
     methods = _ordered([cell["method"] for cell in cells])
     hidden_methods = _ordered([cell["method"] for cell in cells if "hidden_accuracy" in cell])
     by_key = {(cell["method"], cell["missingness"], cell["missing_rate"]): cell for cell in cells}
-    columns = [(column, method) for column in COLUMNS for method in methods]
+    present = [column for column in TABLE_COLUMNS if any(column[0] in cell for cell in cells)]
+    columns = [(column, method) for column in present for method in methods]
     columns += [(HIDDEN_COLUMN, method) for method in hidden_methods]
     header = ["Mech.", "Rate"] + [f"{title} {method}" for (_, title, _, _), method in columns]
     rows = []
@@ -132,28 +136,39 @@ def paper_table(cells: list[dict[str, Any]]) -> str | None:
     return _table(header, rows)
 
 
-def markdown_report(cells: list[dict[str, Any]], settings: dict[str, Any], classifier: dict[str, Any]) -> str:
-    """The evaluation as Markdown: our table, notes on how it was measured, the paper's table."""
+def markdown_report(cells: list[dict[str, Any]], settings: dict[str, Any],
+                    classifier: dict[str, Any] | None) -> str:
+    """The evaluation as Markdown: our table, notes on how it was measured, the paper's table (MNIST)."""
+    dataset = settings.get("dataset", "mnist")
     repeats = settings["repeats"]
+    title = ("# Imputation of MNIST: distortion, perception and accuracy (Table 1 layout)" if dataset == "mnist"
+             else f"# Imputation of {dataset}: distortion, perception and accuracy")
+    if classifier is None:
+        fid_note = "* FID: not computed (the dataset has no labels to train a feature classifier on)."
+    else:
+        fid_note = (
+            f"* FID: Fréchet distance between the features (layer `{classifier['feature_layer']}`, "
+            f"{classifier['feature_units']} units) of this project's classifier trained on the dataset (test "
+            f"accuracy {100 * classifier['test_accuracy']:.2f}%) for the imputed test examples and for its "
+            f"{classifier['train_size']} training examples; the complete test examples score "
+            f"{classifier['fid_of_complete_test_digits']:.2f}. Not on the scale of Inception-based FID nor of "
+            "the paper's (its classifier differs): compare orderings, not values.")
     parts = [
-        "# Imputation of MNIST: distortion, perception and accuracy (Table 1 layout)",
+        title,
         results_table(cells),
-        f"Mean over {repeats} independent test masking(s) of {settings['test_size']} test digits "
+        f"Mean over {repeats} independent test masking(s) of {settings['test_size']} test examples "
         f"(seeds {', '.join(map(str, settings['test_mask_seeds']))}); in parentheses the standard error "
         "over maskings in units of the last digit shown (absent with a single masking). One trained "
         "model per cell (the paper also retrains 3 times).",
-        "* RMSE: per image over its missing pixels, averaged over images.\n"
-        f"* FID: Fréchet distance between the features (layer `{classifier['feature_layer']}`, "
-        f"{classifier['feature_units']} units) of this project's MNIST classifier (test accuracy "
-        f"{100 * classifier['test_accuracy']:.2f}%) for the imputed test digits and for its "
-        f"{classifier['train_size']} complete training digits; the complete test digits score "
-        f"{classifier['fid_of_complete_test_digits']:.2f}. Not on the scale of Inception-based FID nor of "
-        "the paper's (its classifier differs): compare orderings, not values.\n"
+        "* RMSE: per example over its missing entries that the data observed (scaled to [0, 1]), "
+        "averaged over examples; RMSE raw: the same in the data's units; W1: per column, the "
+        "Wasserstein-1 distance between true and imputed values of those entries, averaged over columns.\n"
+        f"{fid_note}\n"
         "* Acc.: multinomial logistic regression fit on the model's imputation of the incomplete "
-        "training digits it was trained on, scored on the imputed test digits; RBM †: the same on "
+        "training examples it was trained on, scored on the imputed test examples; RBM †: the same on "
         "hidden-layer activations p(h | v_o).",
     ]
-    paper = paper_table(cells)
+    paper = paper_table(cells) if dataset == "mnist" else None
     if paper is not None:
         parts += ["## The paper's Table 1 for the same cells", paper]
     return "\n\n".join(parts) + "\n"
@@ -191,8 +206,8 @@ def plot_imputations(panels: list[dict[str, Any]], path: str) -> None:
     """One panel per mechanism x rate: the masked digits (missing pixels blue), each method's
     imputation, and the true digits.
 
-    ``panels`` items: ``title``, ``images`` and ``mask`` [G, 28, 28, 1], and ``imputed``,
-    a dict method -> [G, 28, 28, 1].
+    ``panels`` items: ``title``, ``images`` and ``mask`` [G, H, W, C], and ``imputed``,
+    a dict method -> [G, H, W, C].
     """
     row_counts = [len(panel["imputed"]) + 2 for panel in panels]
     columns = max(len(panel["images"]) for panel in panels)

@@ -10,7 +10,8 @@ never sees half a model.
 The signatures are the model's own (:meth:`tfimpute.models.base.Imputer.serving_signatures`;
 a subclass extends its parent's, and each model's method says what it adds), built from
 :mod:`tfimpute.signatures`; this module knows no model. Every model exports ``serving_default``
-(``images``, ``mask`` -> ``imputed``, deterministic); the README lists the others.
+(``images``, ``mask`` -> ``imputed``, deterministic) and ``impute_nan`` (``x`` in raw units with NaN
+for missing entries -> ``imputed`` in raw units, observed entries unchanged); the README lists the others.
 
 Randomness: a signature that draws takes ``seed``, one int32 per example, so
 it fits TF Serving's row ("instances") format where all inputs share the batch
@@ -43,9 +44,10 @@ import numpy as np
 import tensorflow as tf
 
 import tfimpute
+from tfimpute.datasets import Codec
 from tfimpute.errors import InvalidInputError, TfImputeError
 from tfimpute.models.base import Imputer
-from tfimpute.signatures import DEFAULT_SIGNATURE, ServingSignature
+from tfimpute.signatures import DEFAULT_SIGNATURE, NAN_SIGNATURE, ServingSignature, impute_nan_signature
 WARMUP_FILE = "tf_serving_warmup_requests"
 EXPORT_INFO_FILE = "tfimpute.json"
 VERSION_PATTERN = re.compile(r"^[0-9]+$")
@@ -63,13 +65,16 @@ def next_version(model_dir: str) -> int:
 
 
 def probe_inputs(spec: dict[str, tf.TensorSpec], batch_size: int = 3, seed: int = 0) -> dict[str, np.ndarray]:
-    """Valid example inputs for a signature: random pixels, random 0/1 masks, seeds 0..B-1."""
+    """Valid example inputs for a signature: random pixels, random 0/1 masks, ``x`` with half of it
+    NaN, seeds 0..B-1."""
     rng = np.random.default_rng(seed)
     arrays = {}
     for name, tensor_spec in spec.items():
         shape = [batch_size, *tensor_spec.shape[1:]]
         if name == "mask":
             arrays[name] = (rng.random(shape) < 0.5).astype(np.float32)
+        elif name == "x":  # raw values, NaN = missing
+            arrays[name] = np.where(rng.random(shape) < 0.5, np.nan, rng.random(shape)).astype(np.float32)
         elif name == "labels":
             arrays[name] = (np.arange(np.prod(shape)) % 10).reshape(shape).astype(np.int32)
         elif tensor_spec.dtype.is_floating:
@@ -139,14 +144,25 @@ def check_export(path: str, signatures: dict[str, ServingSignature], rtol: float
                                   f"(max abs difference {np.max(np.abs(served[output_name] - value)):g})")
 
 
+def all_signatures(model: Imputer, codec: Codec) -> dict[str, ServingSignature]:
+    """The model's own signatures and ``impute_nan`` (raw values with NaN in, raw values out,
+    the ``codec``'s scaling inside the graph)."""
+    return {**model.serving_signatures(),
+            NAN_SIGNATURE: impute_nan_signature(model.impute_batch, model.data_shape, codec.offset, codec.scale,
+                                                codec.categorical_blocks())}
+
+
 def export_model(model: Imputer, export_dir: str, name: str, version: int | None = None,
-                 provenance: dict[str, Any] | None = None) -> str:
+                 provenance: dict[str, Any] | None = None, codec: Codec | None = None) -> str:
     """Writes ``model`` to ``export_dir/name/version`` atomically; returns that path.
 
     ``version=None`` takes the next free version. An existing version is never
     overwritten (TF Serving would not reload it anyway). ``provenance`` (e.g.
-    the training config) is stored in ``assets.extra/tfimpute.json``.
+    the training config) and ``codec`` (how raw values map to the model's [0, 1]; default:
+    images already in [0, 1]; tables: column names, one-hot layout and scaling) are stored in
+    ``assets.extra/tfimpute.json``.
     """
+    codec = codec or Codec.identity(model.data_shape)
     if not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
         raise InvalidInputError(f"model name {name!r}: use letters, digits, '_', '.', '-' only")
     model_dir = os.path.join(export_dir, name)
@@ -157,7 +173,7 @@ def export_model(model: Imputer, export_dir: str, name: str, version: int | None
     final_path = os.path.join(model_dir, str(version))
     if os.path.exists(final_path):
         raise ExportError(f"{final_path} already exists; versions are never overwritten")
-    signatures = model.serving_signatures()
+    signatures = all_signatures(model, codec)
     # A hidden, non-numeric name: TF Serving (and our server) ignore it while it is being written.
     temporary = tempfile.mkdtemp(prefix=f".tmp-{version}-", dir=model_dir)
     try:
@@ -168,6 +184,7 @@ def export_model(model: Imputer, export_dir: str, name: str, version: int | None
         info = {"name": name, "version": version, "class": type(model).__name__,
                 "model_config": model.get_config(), "tfimpute_version": tfimpute.__version__,
                 "signatures": {k: s.description for k, s in signatures.items()},
+                "codec": codec.to_json(),
                 "provenance": provenance or {}}
         with open(os.path.join(extra, EXPORT_INFO_FILE), "w") as f:
             json.dump(info, f, indent=2, sort_keys=True, default=str)

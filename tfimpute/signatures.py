@@ -2,9 +2,10 @@
 
 The building blocks every model's :meth:`~tfimpute.models.base.Imputer.serving_signatures`
 uses (the export knows no model): a :class:`ServingSignature` is ``function(**inputs) ->
-{output name: tensor}`` traced with ``inputs``' specs. Images are float32 ``[batch, 28, 28, 1]``
-in [0, 1], masks the same shape with 1 = observed, ``seed`` int32 ``[batch]`` (one per example,
-so it fits TF Serving's row format).
+{output name: tensor}`` traced with ``inputs``' specs. ``images`` are float32 ``[batch, *data_shape]``
+(the model's example shape: [H, W, C] images or [D] vectors) in [0, 1], masks the same shape with
+1 = observed, ``seed`` int32 ``[batch]`` (one per example, so it fits TF Serving's row format).
+:func:`impute_nan_signature` takes raw values with NaN for missing entries instead.
 
 Every signature checks its inputs in the graph (finite pixels in [0, 1], masks in {0, 1},
 matching shapes), so TF Serving itself answers a bad request with INVALID_ARGUMENT
@@ -16,11 +17,12 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Callable
 
+import numpy as np
 import tensorflow as tf
 
 # The signature TF Serving runs when a request names none (shared by export, server and client).
 DEFAULT_SIGNATURE = "serving_default"
-IMAGE_SPEC_SHAPE = [None, 28, 28, 1]
+NAN_SIGNATURE = "impute_nan"
 
 
 def default_seed(seed: int = 0) -> tf.Tensor:
@@ -44,10 +46,10 @@ class ServingSignature:
     description: str
 
 
-def image_inputs() -> dict[str, tf.TensorSpec]:
-    """The ``images`` and ``mask`` inputs every imputation signature takes."""
-    return {"images": tf.TensorSpec(IMAGE_SPEC_SHAPE, tf.float32, name="images"),
-            "mask": tf.TensorSpec(IMAGE_SPEC_SHAPE, tf.float32, name="mask")}
+def image_inputs(data_shape: tuple[int, ...]) -> dict[str, tf.TensorSpec]:
+    """The ``images`` and ``mask`` inputs [batch, *data_shape] every imputation signature takes."""
+    return {"images": tf.TensorSpec([None, *data_shape], tf.float32, name="images"),
+            "mask": tf.TensorSpec([None, *data_shape], tf.float32, name="mask")}
 
 
 def label_input() -> dict[str, tf.TensorSpec]:
@@ -107,7 +109,8 @@ def checked_seed(seed: tf.Tensor, batch_like: tf.Tensor) -> tf.Tensor:
 ImputeFn = Callable[[tf.Tensor, tf.Tensor, tf.Tensor], tf.Tensor]
 
 
-def impute_each(impute_fn: ImputeFn, images: tf.Tensor, mask: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
+def impute_each(impute_fn: ImputeFn, images: tf.Tensor, mask: tf.Tensor, seed: tf.Tensor,
+                data_shape: tuple[int, ...]) -> tf.Tensor:
     """Row i = ``impute_fn`` on digit i alone with seed (seed[i], 0), i.e. ``Imputer.impute`` of that digit.
 
     A digit's draws then depend on its own seed only, not on the rest of the batch.
@@ -118,51 +121,88 @@ def impute_each(impute_fn: ImputeFn, images: tf.Tensor, mask: tf.Tensor, seed: t
         return impute_fn(image[None], digit_mask[None], tf.stack([digit_seed, 0]))[0]
 
     return tf.map_fn(impute_one, (images, mask, seed),
-                     fn_output_signature=tf.TensorSpec(IMAGE_SPEC_SHAPE[1:], tf.float32))
+                     fn_output_signature=tf.TensorSpec(data_shape, tf.float32))
 
 
-def impute_signature(impute_fn: ImputeFn, description: str) -> ServingSignature:
+def impute_signature(impute_fn: ImputeFn, description: str, data_shape: tuple[int, ...]) -> ServingSignature:
     """``images``, ``mask`` -> ``imputed``: ``impute_fn`` on the batch at the fixed seed (0, 0)."""
 
     def impute(images: tf.Tensor, mask: tf.Tensor) -> dict[str, tf.Tensor]:
         images, mask = checked_images_and_mask(images, mask)
         return {"imputed": impute_fn(images, mask, default_seed(0))}
 
-    return ServingSignature(image_inputs(), impute, description)
+    return ServingSignature(image_inputs(data_shape), impute, description)
 
 
-def seeded_impute_signature(impute_fn: ImputeFn, description: str) -> ServingSignature:
+def seeded_impute_signature(impute_fn: ImputeFn, description: str,
+                            data_shape: tuple[int, ...]) -> ServingSignature:
     """``images``, ``mask``, ``seed`` -> ``imputed``, each digit imputed alone with its seed."""
 
     def impute(images: tf.Tensor, mask: tf.Tensor, seed: tf.Tensor) -> dict[str, tf.Tensor]:
         images, mask = checked_images_and_mask(images, mask)
-        return {"imputed": impute_each(impute_fn, images, mask, checked_seed(seed, images))}
+        return {"imputed": impute_each(impute_fn, images, mask, checked_seed(seed, images), data_shape)}
 
-    return ServingSignature({**image_inputs(), **seed_input()}, impute, description)
+    return ServingSignature({**image_inputs(data_shape), **seed_input()}, impute, description)
 
 
-def stochastic_impute_signatures(impute_fn: ImputeFn) -> dict[str, ServingSignature]:
+def stochastic_impute_signatures(impute_fn: ImputeFn, data_shape: tuple[int, ...]) -> dict[str, ServingSignature]:
     """For imputers that draw: each digit alone, with seed 0 (``serving_default``) or its own seed."""
 
     def impute(images: tf.Tensor, mask: tf.Tensor) -> dict[str, tf.Tensor]:
         images, mask = checked_images_and_mask(images, mask)
-        return {"imputed": impute_each(impute_fn, images, mask, tf.zeros(tf.shape(images)[:1], tf.int32))}
+        return {"imputed": impute_each(impute_fn, images, mask, tf.zeros(tf.shape(images)[:1], tf.int32),
+                                       data_shape)}
 
-    return {DEFAULT_SIGNATURE: ServingSignature(image_inputs(), impute, "each digit imputed alone with seed 0"),
-            "impute_sample": seeded_impute_signature(impute_fn, "each digit imputed alone with its seed")}
+    return {DEFAULT_SIGNATURE: ServingSignature(image_inputs(data_shape), impute,
+                                                "each example imputed alone with seed 0"),
+            "impute_sample": seeded_impute_signature(impute_fn, "each example imputed alone with its seed",
+                                                     data_shape)}
 
 
 def sample_signature(sample_fn: Callable[[tf.Tensor, tf.Tensor], Any], output_names: list[str],
-                     description: str) -> ServingSignature:
+                     description: str, data_shape: tuple[int, ...]) -> ServingSignature:
     """``seed`` -> generated digits: row i = ``sample_fn(1, (seed[i], 0))``, one named output per returned tensor."""
 
     def sample_one(seed: tf.Tensor) -> dict[str, tf.Tensor]:
         samples = sample_fn(tf.constant(1), tf.stack([seed, 0]))
         samples = samples if isinstance(samples, (tuple, list)) else [samples]
-        return {name: tf.reshape(tensor, IMAGE_SPEC_SHAPE[1:]) for name, tensor in zip(output_names, samples)}
+        return {name: tf.reshape(tensor, data_shape) for name, tensor in zip(output_names, samples)}
 
     def sample(seed: tf.Tensor) -> dict[str, tf.Tensor]:
-        image_spec = tf.TensorSpec(IMAGE_SPEC_SHAPE[1:], tf.float32)
+        image_spec = tf.TensorSpec(data_shape, tf.float32)
         return tf.map_fn(sample_one, seed, fn_output_signature={name: image_spec for name in output_names})
 
     return ServingSignature(seed_input(), sample, description)
+
+
+def impute_nan_signature(impute_fn: ImputeFn, data_shape: tuple[int, ...], offset, scale,
+                         categorical_blocks: list[tuple[int, int]] = ()) -> ServingSignature:
+    """``x`` (raw units, NaN = missing) -> ``imputed`` (raw units, no NaN, observed entries unchanged).
+
+    The scaling to the model's [0, 1] (``scaled = (raw - offset) / scale``, clipped: new data may
+    leave the training range) and back happens in the graph; ``impute_fn`` runs at the fixed seed
+    (0, 0). A one-hot block of a categorical column (vectors: ``(start, width)``) comes back as the
+    one-hot of its most probable category.
+    """
+    offset = tf.constant(np.reshape(offset, data_shape), tf.float32)
+    scale = tf.constant(np.reshape(scale, data_shape), tf.float32)
+
+    def impute_nan(x: tf.Tensor) -> dict[str, tf.Tensor]:
+        observed = tf.logical_not(tf.math.is_nan(x))
+        finite = tf.debugging.Assert(tf.reduce_all(tf.math.is_finite(tf.where(observed, x, 0.0))),
+                                     ["x: contains infinite values (NaN marks a missing entry)"])
+        with tf.control_dependencies([finite]):
+            mask = tf.cast(observed, tf.float32)
+        scaled = tf.clip_by_value((tf.where(observed, x, offset) - offset) / scale, 0.0, 1.0) * mask
+        filled = impute_fn(scaled, mask, default_seed(0)) * scale + offset
+        if categorical_blocks:
+            parts, position = [], 0
+            for start, width in categorical_blocks:
+                parts += [filled[:, position:start],
+                          tf.one_hot(tf.argmax(filled[:, start:start + width], axis=1), width)]
+                position = start + width
+            filled = tf.concat(parts + [filled[:, position:]], axis=1)
+        return {"imputed": tf.where(observed, x, filled)}
+
+    return ServingSignature({"x": tf.TensorSpec([None, *data_shape], tf.float32, name="x")}, impute_nan,
+                            "raw values with NaN for missing entries -> filled raw values")

@@ -1,7 +1,8 @@
-"""Trains a model of the zoo on incomplete MNIST.
+"""Trains a model of the zoo on incomplete data (MNIST by default, or ``--dataset``).
 
     python -m tfimpute.train --model=lmrbm --data_dir=../shared/data/mnist \
         --missingness=independent --missing_rate=0.6 --epochs=20 --workdir=/tmp/run1
+    python -m tfimpute.train --model=vae --dataset=csv:table.csv --label_column=class --workdir=/tmp/run2
 
 Writes to ``--workdir``: ``config.json`` (what was trained), ``checkpoints/``
 (the same command resumes from the last one), ``tensorboard/``,
@@ -9,9 +10,9 @@ Writes to ``--workdir``: ``config.json`` (what was trained), ``checkpoints/``
 ``metrics.json`` (``test_rmse``, ``epochs``, ``train_seconds``, ...).
 ``--flagfile=configs/lmrbm.cfg`` loads the paper's settings.
 
-``--model=mnist_classifier`` trains instead the CNN whose features define the
-FID (see :mod:`tfimpute.classifier`) on the complete training digits; it reads
-``--data_dir``, ``--train_size``, ``--test_size``, ``--epochs``, ``--batch_size``,
+``--model=mnist_classifier`` trains instead the network whose features define the
+FID (see :mod:`tfimpute.classifier`) on the labelled training examples of the dataset
+(MNIST by default); it reads the dataset flags, ``--epochs``, ``--batch_size``,
 ``--seed`` and ``--workdir`` (Adam at 1e-3, not ``--learning_rate``).
 
 ``--strategy=mirrored|multi_worker|tpu`` trains under that ``tf.distribute``
@@ -29,8 +30,7 @@ from tfimpute import cli  # noqa: F401  (quiets TensorFlow's start-up logs; impo
 
 from absl import app, flags
 
-from tfimpute import classifier, distribute, experiment
-from tfimpute.data import load_mnist
+from tfimpute import classifier, datasets, distribute, experiment
 from tfimpute.errors import InvalidInputError
 from tfimpute.models import registry
 from tfimpute.training import TrainingOptions
@@ -54,27 +54,40 @@ def define_flags() -> None:
                          "logical devices and mirror over them (0: off).")
 
 
-def data_settings() -> dict[str, Any]:
-    settings = {"train_size": FLAGS.train_size, "test_size": FLAGS.test_size,
-                "missingness": FLAGS.missingness, "missing_rate": FLAGS.missing_rate,
-                "mask_seed": FLAGS.mask_seed, "num_patches": FLAGS.num_patches}
+def data_settings(dataset: datasets.Dataset) -> dict[str, Any]:
+    """The ``data`` section of the workdir's config: dataset, sizes and synthetic missingness."""
+    options = cli.dataset_options()
+    settings = {} if options["dataset"] == experiment.MNIST else options
+    settings.update({"train_size": len(dataset.train_x), "test_size": len(dataset.test_x),
+                     "missingness": FLAGS.missingness, "missing_rate": FLAGS.missing_rate,
+                     "mask_seed": FLAGS.mask_seed, "num_patches": FLAGS.num_patches})
     # Recorded only when set, so that workdirs written before these options existed still resume.
     settings.update({name: True for name in ("binarize",) if FLAGS[name].value})
-    if trains_on_complete_data():
+    if trains_on_complete_data(dataset):
         settings["complete_training_data"] = True
     return settings
 
 
-def trains_on_complete_data() -> bool:
-    """``--complete_training_data``; for the GANs that learn complete digits by default (DCGAN,
-    CGAN) also true when it is not given and no missingness flag (``--missingness``,
-    ``--missing_rate``, ``--num_patches``) is given either."""
+def trains_on_complete_data(dataset: datasets.Dataset) -> bool:
+    """Whether the training data get no synthetic holes: ``--complete_training_data``; otherwise,
+    when no missingness flag (``--missingness``, ``--missing_rate``, ``--num_patches``) is given,
+    true for data with holes of their own (they train on those) and for the GANs that learn
+    complete images by default (DCGAN, CGAN)."""
     flag = FLAGS["complete_training_data"]
-    if flag.present or not registry.get(FLAGS.model).cls.complete_training_data_by_default:
+    if flag.present:
         return flag.value
-    complete = not any(FLAGS[name].present for name in ("missingness", "missing_rate", "num_patches"))
-    print(f"{FLAGS.model}: training on {'complete digits (no missingness flag given)' if complete else 'incomplete digits (AmbientGAN)'}")
-    return complete
+    if any(FLAGS[name].present for name in ("missingness", "missing_rate", "num_patches")):
+        if registry.get(FLAGS.model).cls.complete_training_data_by_default:
+            print(f"{FLAGS.model}: training on incomplete images (AmbientGAN)")
+        return False
+    if dataset.has_own_holes:
+        print(f"{FLAGS.dataset}: training on the data's own holes (no missingness flag given); "
+              f"test entries hidden by {FLAGS.missingness} at {FLAGS.missing_rate} are scored")
+        return True
+    if registry.get(FLAGS.model).cls.complete_training_data_by_default:
+        print(f"{FLAGS.model}: training on complete images (no missingness flag given)")
+        return True
+    return flag.value
 
 
 def main(argv: list[str]) -> None:
@@ -86,18 +99,18 @@ def main(argv: list[str]) -> None:
         raise InvalidInputError("--workdir is required")
     if FLAGS.epochs < 0 or FLAGS.batch_size < 1:
         raise InvalidInputError("--epochs must be >= 0 and --batch_size >= 1")
-    mnist = load_mnist(FLAGS.data_dir, FLAGS.train_size, FLAGS.test_size)
+    dataset = cli.load_dataset(cli.dataset_options(), FLAGS.train_size, FLAGS.test_size, FLAGS.mask_seed)
     if FLAGS.model == classifier.MODEL_NAME:
         if FLAGS.epochs < 1:
             raise InvalidInputError(f"--model={classifier.MODEL_NAME} needs --epochs >= 1")
         with strategy.scope():  # Keras's fit distributes over the strategy it was built under
-            result = classifier.train_classifier(mnist, distribute.worker_workdir(strategy, FLAGS.workdir),
+            result = classifier.train_classifier(dataset, distribute.worker_workdir(strategy, FLAGS.workdir),
                                                  FLAGS.epochs, FLAGS.batch_size, FLAGS.seed)
         print(json.dumps(result, sort_keys=True))
         return
     options = TrainingOptions(epochs=FLAGS.epochs, batch_size=FLAGS.batch_size, seed=FLAGS.seed,
                               checkpoint_minutes=FLAGS.checkpoint_minutes, eval_size=FLAGS.eval_size)
-    result = experiment.train(FLAGS.model, mnist, data_settings(),
+    result = experiment.train(FLAGS.model, dataset, data_settings(dataset),
                               cli.settings_from_flags(registry.get(FLAGS.model)), options, FLAGS.workdir,
                               strategy)
     print(json.dumps(result, sort_keys=True))

@@ -173,8 +173,12 @@ def run_training(model: Imputer, train_data: IncompleteData, test_images: np.nda
                  test_mask: np.ndarray, workdir: str, options: TrainingOptions,
                  run_info: dict[str, Any], log: Callable[[str], None] = print,
                  strategy: tf.distribute.Strategy | None = None,
-                 callbacks: Iterable[keras.callbacks.Callback] = ()) -> dict[str, Any]:
+                 callbacks: Iterable[keras.callbacks.Callback] = (),
+                 test_data_mask: np.ndarray | None = None) -> dict[str, Any]:
     """Trains (or resumes) ``model`` in ``workdir``; writes and returns ``metrics.json``'s content.
+
+    The test RMSE is over the entries ``test_mask`` hides that the data observed
+    (``test_data_mask``, 1 = observed; None: the test data are complete).
 
     ``model`` must be compiled. ``strategy`` (default: the current one) must be the strategy
     whose scope the model and its optimizer(s) were created in. ``callbacks`` run after every
@@ -204,6 +208,7 @@ def run_training(model: Imputer, train_data: IncompleteData, test_images: np.nda
     test_writer = tf.summary.create_file_writer(os.path.join(workdir, "tensorboard", "test"))
     eval_size = min(options.eval_size, model.epoch_eval_limit or options.eval_size)
     eval_images, eval_mask = test_images[:eval_size], test_mask[:eval_size]
+    eval_data_mask = None if test_data_mask is None else test_data_mask[:eval_size]
     grid_images, grid_mask = test_images[:options.grid_size], test_mask[:options.grid_size]
     epoch_callbacks = default_callbacks(model, workdir, eval_images, eval_mask) + list(callbacks)
     for callback in epoch_callbacks:
@@ -254,20 +259,21 @@ def run_training(model: Imputer, train_data: IncompleteData, test_images: np.nda
                 if save_anytime and time.monotonic() - last_save > 60 * options.checkpoint_minutes:
                     save("timed")
             eval_rmse = metrics.missing_rmse(
-                eval_images, model.impute(eval_images * eval_mask, eval_mask), eval_mask)
+                eval_images, model.impute(eval_images * eval_mask, eval_mask), eval_mask, eval_data_mask)
             step = int(model.training_step_counter.numpy())
             with train_writer.as_default(step=step):
                 for key, values in epoch_logs.items():
                     tf.summary.scalar(f"epoch_{key}", float(np.mean(values)))
             with test_writer.as_default(step=step):
                 tf.summary.scalar("missing_rmse", eval_rmse)
-                tf.summary.image("observed_imputed_true",
-                                 imputation_grid(model, grid_images, grid_mask)[None], step=step)
+                if model.is_image_model:
+                    tf.summary.image("observed_imputed_true",
+                                     imputation_grid(model, grid_images, grid_mask)[None], step=step)
                 mean_logs = {key: float(np.mean(values)) for key, values in epoch_logs.items()}
                 for callback in epoch_callbacks:
                     callback.on_epoch_end(epoch, mean_logs)
-            log(f"epoch {epoch + 1}: test RMSE over missing pixels "
-                f"({len(eval_images)} digits) {eval_rmse:.4f}")
+            log(f"epoch {epoch + 1}: test RMSE over missing entries "
+                f"({len(eval_images)} examples) {eval_rmse:.4f}")
             # Only now is the epoch done: interrupted before this, a resume redoes its evaluation.
             progress.epoch.assign_add(1)
             progress.step_in_epoch.assign(0)
@@ -278,11 +284,12 @@ def run_training(model: Imputer, train_data: IncompleteData, test_images: np.nda
         raise
 
     imputed = model.impute(test_images * test_mask, test_mask)
-    visualize.save_png(imputation_grid(model, grid_images, grid_mask),
-                       os.path.join(workdir, "imputations.png"))
+    if model.is_image_model:
+        visualize.save_png(imputation_grid(model, grid_images, grid_mask),
+                           os.path.join(workdir, "imputations.png"))
     result = dict(run_info)
     result.update({
-        "test_rmse": metrics.missing_rmse(test_images, imputed, test_mask),
+        "test_rmse": metrics.missing_rmse(test_images, imputed, test_mask, test_data_mask),
         "epochs": int(progress.epoch.numpy()) if model.trainable_imputer else 0,
         "train_seconds": round(float(progress.train_seconds.numpy()), 2),
         "test_size": int(len(test_images)),

@@ -6,34 +6,41 @@ import numpy as np
 
 from tfimpute.errors import InvalidInputError
 
-IMAGE_SHAPE = (28, 28, 1)
+
+def describe_shape(data_shape: tuple[int, ...]) -> str:
+    return f"[batch, {', '.join(str(size) for size in data_shape)}]"
 
 
-def as_image_batch(array, name: str) -> np.ndarray:
-    """Converts [N, 28, 28, 1], [N, 28, 28] or [N, 784] input to float32 [N, 28, 28, 1]."""
+def as_batch(array, name: str, data_shape: tuple[int, ...]) -> np.ndarray:
+    """Converts ``array`` to float32 [N, *data_shape]; images may also come as [N, H, W] (one
+    channel) or flattened [N, H*W*C]."""
+    data_shape = tuple(data_shape)
     try:
         array = np.asarray(array, dtype=np.float32)
     except (TypeError, ValueError) as exc:
         raise InvalidInputError(f"{name}: cannot be read as a float32 array ({exc})") from None
-    if array.ndim == 2 and array.shape[1] == 784:
-        array = array.reshape(-1, *IMAGE_SHAPE)
-    elif array.ndim == 3 and array.shape[1:] == (28, 28):
-        array = array[..., None]
-    if array.ndim != 4 or array.shape[1:] != IMAGE_SHAPE:
-        raise InvalidInputError(
-            f"{name}: expected shape [batch, 28, 28, 1] (or [batch, 28, 28] / [batch, 784]), "
-            f"got {list(np.shape(array))}")
+    if len(data_shape) == 3:
+        if array.ndim == 2 and array.shape[1] == int(np.prod(data_shape)):
+            array = array.reshape(-1, *data_shape)
+        elif array.ndim == 3 and data_shape[2] == 1 and array.shape[1:] == data_shape[:2]:
+            array = array[..., None]
+    if array.shape[1:] != data_shape or array.ndim != len(data_shape) + 1:
+        accepted = describe_shape(data_shape)
+        if len(data_shape) == 3:
+            accepted += f" (or [batch, {int(np.prod(data_shape))}]"
+            accepted += f" / [batch, {data_shape[0]}, {data_shape[1]}])" if data_shape[2] == 1 else ")"
+        raise InvalidInputError(f"{name}: expected shape {accepted}, got {list(np.shape(array))}")
     return array
 
 
-def check_images_and_mask(images, mask) -> tuple[np.ndarray, np.ndarray]:
-    """Validates an (images, mask) pair; returns float32 [N, 28, 28, 1] arrays.
+def check_images_and_mask(images, mask, data_shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
+    """Validates an (images, mask) pair of the model's scale; returns float32 [N, *data_shape] arrays.
 
     images: finite values in [0, 1] (missing entries may hold anything finite in
     [0, 1]; they are ignored). mask: exactly 0 or 1, 1 = observed.
     """
-    images = as_image_batch(images, "images")
-    mask = as_image_batch(mask, "mask")
+    images = as_batch(images, "images", data_shape)
+    mask = as_batch(mask, "mask", data_shape)
     if images.shape != mask.shape:
         raise InvalidInputError(
             f"images {list(images.shape)} and mask {list(mask.shape)} must have the same shape")

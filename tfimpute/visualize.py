@@ -13,7 +13,7 @@ MISSING_COLOR = np.array([0.15, 0.25, 0.75], dtype=np.float32)  # missing pixels
 
 def image_grid(rows: list[np.ndarray], masks: list[np.ndarray | None] | None = None,
                padding: int = 2) -> np.ndarray:
-    """Tiles rows of [N, 28, 28, 1] images into one RGB float array [H, W, 3] in [0, 1].
+    """Tiles rows of [N, H, W, C] images (C = 1 gray or 3 RGB) into one RGB float array in [0, 1].
 
     ``masks[i]`` (1 = observed), when given, paints row i's missing pixels blue.
     """
@@ -24,7 +24,8 @@ def image_grid(rows: list[np.ndarray], masks: list[np.ndarray | None] | None = N
                     columns * (width + padding) + padding, 3), dtype=np.float32)
     for i, (row, mask) in enumerate(zip(rows, masks)):
         for j, image in enumerate(row):
-            rgb = np.repeat(np.clip(image[..., :1], 0.0, 1.0), 3, axis=-1)
+            pixels = np.clip(image, 0.0, 1.0)
+            rgb = pixels[..., :3] if pixels.shape[-1] >= 3 else np.repeat(pixels[..., :1], 3, axis=-1)
             if mask is not None:
                 rgb = np.where(mask[j][..., :1] > 0.5, rgb, MISSING_COLOR)
             top, left = padding + i * (height + padding), padding + j * (width + padding)
@@ -33,7 +34,7 @@ def image_grid(rows: list[np.ndarray], masks: list[np.ndarray | None] | None = N
 
 
 def square_grid(images: np.ndarray) -> np.ndarray:
-    """Tiles side² images [side², 28, 28, 1] into a side × side grid (image k at row k mod side)."""
+    """Tiles side² images [side², H, W, C] into a side × side grid (image k at row k mod side)."""
     side = int(round(np.sqrt(len(images))))
     if side * side != len(images):
         raise ValueError(f"square_grid needs a square number of images, got {len(images)}")

@@ -29,8 +29,7 @@ def upgraded(config: dict[str, Any]) -> dict[str, Any]:
     if config.get("model") not in registry.names() or "model_config" not in config:
         return config  # not a model's workdir as train writes it: the checks that read it say what is wrong
     spec = registry.get(config["model"])
-    model_config = {spec.cls.renamed_settings.get(key, key): value
-                    for key, value in config["model_config"].items()}
+    model_config = spec.cls.upgraded_config(config["model_config"])
     training = dict(config.get("training", {}))
     if "learning_rate" in training:  # 0.1: {batch_size, learning_rate, momentum, seed[, optimizer]}
         for key, default in OPTIMIZER_SETTINGS.items():

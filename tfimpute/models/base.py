@@ -3,7 +3,7 @@
 An imputer is a Keras model with
 
 * ``impute_batch(images, mask, seed)``: traceable TensorFlow function on float32
-  tensors [B, 28, 28, 1] (mask: 1 = observed); returns imputed images in which
+  tensors [B, *data_shape] (mask: 1 = observed); returns imputed examples in which
   every observed pixel is exactly the input pixel. ``seed`` is an int32 [2]
   tensor for stateless randomness, so a call can be reproduced (exported models
   take it as an input). Deterministic imputers ignore it.
@@ -39,6 +39,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfimpute import signatures
+from tfimpute.data import MNIST_SHAPE
 from tfimpute.masks import IncompleteData
 from tfimpute.validation import check_images_and_mask
 
@@ -83,14 +84,31 @@ class OptimizerSettings:
         return make_optimizer(self.optimizer_name, self.learning_rate, self.momentum)
 
 
+def checked_data_shape(data_shape) -> tuple[int, ...]:
+    """One example's shape as a tuple: (H, W, C) for images or (D,) for vectors."""
+    shape = tuple(int(size) for size in data_shape)
+    if len(shape) not in (1, 3) or min(shape) < 1:
+        raise ValueError(f"data_shape must be [H, W, C] (images) or [D] (vectors) of positive sizes, "
+                         f"got {list(shape)}")
+    return shape
+
+
 class Imputer(keras.Model):
-    """Base class: see the module docstring for the contract."""
+    """Base class: see the module docstring for the contract.
+
+    ``data_shape`` is one example's shape, taken from the training data (never a setting):
+    (H, W, C) for images, (D,) for vectors. Models that need images set ``accepts_vectors = False``.
+    """
 
     trainable_imputer = True
+    # Whether the model works on vectors [N, D] (tables); image-only models refuse them in one line.
+    accepts_vectors = True
     # Without --complete_training_data or a missingness flag, train on complete digits (DCGAN, CGAN).
     complete_training_data_by_default = False
     # Settings renamed since workdirs were first written: {old get_config key: new key}.
     renamed_settings: dict[str, str] = {}
+    # get_config() keys older versions wrote that are now derived from data_shape (dropped on reading).
+    derived_settings: tuple[str, ...] = ()
     # Settings small enough to train and export in seconds: the contract test (tests/test_contract.py)
     # runs every registered model with them.
     tiny_settings: dict = {}
@@ -105,10 +123,34 @@ class Imputer(keras.Model):
     # whose memory grows fast with the batch (DCGAN's search holds restarts x digits latents).
     max_impute_batch: int | None = None
 
+    def __init__(self, data_shape=MNIST_SHAPE, **kwargs):
+        super().__init__(**kwargs)
+        self.data_shape = checked_data_shape(data_shape)
+        if len(self.data_shape) == 1 and not self.accepts_vectors:
+            raise ValueError(f"{self.name} works on images [H, W, C] only, not on vectors "
+                             f"of {self.data_shape[0]} values")
+
+    @property
+    def is_image_model(self) -> bool:
+        return len(self.data_shape) == 3
+
+    def get_config(self) -> dict:
+        """The constructor arguments; subclasses add their settings to ``super().get_config()``."""
+        return {"data_shape": list(self.data_shape), "name": self.name}
+
+    @classmethod
+    def upgraded_config(cls, config: dict) -> dict:
+        """``config`` as written by any version in today's keys (renamed keys, derived ones dropped,
+        the MNIST shape of versions that knew no other)."""
+        config = {cls.renamed_settings.get(key, key): value for key, value in config.items()
+                  if key not in cls.derived_settings}
+        config.setdefault("data_shape", list(MNIST_SHAPE))
+        return config
+
     @classmethod
     def from_config(cls, config: dict):
-        """Rebuilds the model from ``get_config()``, also as written by older versions (renamed keys)."""
-        return cls(**{cls.renamed_settings.get(key, key): value for key, value in config.items()})
+        """Rebuilds the model from ``get_config()``, also as written by older versions."""
+        return cls(**cls.upgraded_config(config))
 
     @classmethod
     def settings_for_data(cls, settings: dict, train_data: IncompleteData) -> dict:
@@ -130,7 +172,7 @@ class Imputer(keras.Model):
         ``serving_default`` replaces the generic one.
         """
         return {signatures.DEFAULT_SIGNATURE: signatures.impute_signature(
-            self.impute_batch, "model.impute_batch with the fixed stateless seed (0, 0)")}
+            self.impute_batch, "model.impute_batch with the fixed stateless seed (0, 0)", self.data_shape)}
 
     def optimizers(self) -> list[keras.optimizers.Optimizer]:
         """The optimizers ``compile`` set up (empty before it, and for an untrained imputer)."""
@@ -162,7 +204,7 @@ class Imputer(keras.Model):
 
     def impute(self, images, mask, *, seed: int = 0, batch_size: int = 1000) -> np.ndarray:
         """Validates ``images``/``mask`` and imputes them batch by batch (NumPy in, NumPy out)."""
-        images, mask = check_images_and_mask(images, mask)
+        images, mask = check_images_and_mask(images, mask, self.data_shape)
         batch_size = min(batch_size, self.max_impute_batch or batch_size)
         impute_fn = self._compiled_impute()
         outputs = []
@@ -176,7 +218,7 @@ class Imputer(keras.Model):
 
     def _compiled_impute(self):
         if getattr(self, "_impute_fn", None) is None:
-            spec = tf.TensorSpec([None, 28, 28, 1], tf.float32)
+            spec = tf.TensorSpec([None, *self.data_shape], tf.float32)
             self._impute_fn = tf.function(
                 self.impute_batch,
                 input_signature=[spec, spec, tf.TensorSpec([2], tf.int32)])

@@ -54,16 +54,13 @@ class MeanImputer(Imputer):
     """
 
     trainable_imputer = False
+    renamed_settings = {"image_shape": "data_shape"}  # 0.1 knew images only
 
-    def __init__(self, image_shape: tuple[int, int, int] = (28, 28, 1), **kwargs):
+    def __init__(self, **kwargs):
         super().__init__(**kwargs)
-        self.image_shape = tuple(image_shape)
-        self.pixel_means = self.add_weight(shape=self.image_shape, initializer="zeros",
+        self.pixel_means = self.add_weight(shape=self.data_shape, initializer="zeros",
                                            trainable=False, name="pixel_means")
         self.built = True
-
-    def get_config(self) -> dict:
-        return {"image_shape": list(self.image_shape), "name": self.name}
 
     def prepare(self, train_data: IncompleteData) -> None:
         """Sets the per-pixel observed means from the incomplete training data."""
@@ -79,6 +76,7 @@ class DiffusionInpainter(Imputer):
     """Fast digital inpainting (Oliveira et al. 2001) with its second kernel; see the module docstring."""
 
     trainable_imputer = False
+    accepts_vectors = False
 
     def __init__(self, iterations: int = PAPER_INPAINTING_ITERATIONS, **kwargs):
         super().__init__(**kwargs)
@@ -89,16 +87,23 @@ class DiffusionInpainter(Imputer):
         self.built = True
 
     def get_config(self) -> dict:
-        return {"iterations": self.iterations, "name": self.name}
+        return {**super().get_config(), "iterations": self.iterations}
 
     def impute_batch(self, images: tf.Tensor, mask: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
-        # The batch is moved to the channel axis ([1, 28, 28, B]) so that one depthwise
-        # convolution diffuses every image at once: about 8x faster on CPU than a
-        # single-channel conv2d over [B, 28, 28, 1], with the same result.
-        to_channels = [3, 1, 2, 0]
-        observed_mask = tf.transpose(mask, to_channels) > 0.5
-        observed = tf.where(observed_mask, tf.transpose(images, to_channels), 0.0)  # missing cleared
-        kernel = tf.tile(self.kernel, [1, 1, tf.shape(images)[0], 1])
+        # Every (image, channel) pair is moved to the channel axis ([1, H, W, B*C]) so that one
+        # depthwise convolution diffuses them all at once: about 8x faster on CPU than a
+        # single-channel conv2d over [B, H, W, 1], with the same result.
+        height, width, channels = self.data_shape
+
+        def to_channels(batch: tf.Tensor) -> tf.Tensor:
+            return tf.reshape(tf.transpose(batch, [1, 2, 0, 3]), [1, height, width, -1])
+
+        def from_channels(stacked: tf.Tensor) -> tf.Tensor:
+            return tf.transpose(tf.reshape(stacked, [height, width, -1, channels]), [2, 0, 1, 3])
+
+        observed_mask = to_channels(mask) > 0.5
+        observed = tf.where(observed_mask, to_channels(images), 0.0)  # missing cleared
+        kernel = tf.tile(self.kernel, [1, 1, tf.shape(observed)[3], 1])
 
         def diffuse(step: tf.Tensor, current: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
             blurred = tf.nn.depthwise_conv2d(current, kernel, strides=[1, 1, 1, 1], padding="SAME")
@@ -106,4 +111,4 @@ class DiffusionInpainter(Imputer):
 
         _, inpainted = tf.while_loop(lambda step, _: step < self.iterations, diffuse,
                                      (tf.constant(0), observed))
-        return keep_observed(images, mask, tf.transpose(inpainted, to_channels))
+        return keep_observed(images, mask, from_channels(inpainted))

@@ -1,11 +1,13 @@
 """Conditional GAN (seed ``004_*.txt`` §5.1; Mirza & Osindero 2014) on the DCGAN networks.
 
-Generator and discriminator are both fed the digit's class: the generator the
+Generator and discriminator are both fed the example's class: the generator the
 one-hot label appended to z, the discriminator the one-hot label as 10
-constant image channels. Training, AmbientGAN masking for incomplete data and
-latent-search imputation are DCGAN's (:mod:`tfimpute.models.dcgan`); the
-search can be told a digit's class (``impute_with_labels``) or, by default,
-spread its restarts over the classes (cycling through them from a random class).
+constant image channels after the image's C. Images of any shape (H, W, C), as
+DCGAN; no vectors (``accepts_vectors = False``, inherited). Training, AmbientGAN
+masking for incomplete data and latent-search imputation are DCGAN's
+(:mod:`tfimpute.models.dcgan`); the search can be told a digit's class
+(``impute_with_labels``) or, by default, spread its restarts over the classes
+(cycling through them from a random class).
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ NUM_CLASSES = 10
 
 @register_model("cgan", summary="conditional GAN on the DCGAN networks (seed 004 §5.1)")
 class CGAN(DCGAN):
-    """DCGAN conditioned on the MNIST class."""
+    """DCGAN conditioned on the class (one of ``NUM_CLASSES`` = 10, MNIST's digits)."""
 
     num_classes = NUM_CLASSES
 
@@ -72,7 +74,7 @@ class CGAN(DCGAN):
                                fn_output_signature=tf.TensorSpec([self.latent_size], tf.float32))
             return {"images": self.generate(latent, labels)}
 
-        labelled = {**signatures.image_inputs(), **signatures.label_input(), **signatures.seed_input()}
+        labelled = {**signatures.image_inputs(self.data_shape), **signatures.label_input(), **signatures.seed_input()}
         return {**super().serving_signatures(),
                 "impute_with_labels": signatures.ServingSignature(
                     labelled, impute_with_labels,

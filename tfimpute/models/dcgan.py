@@ -1,7 +1,9 @@
 """DCGAN, trainable on incomplete data the AmbientGAN way, and inpainting by latent search.
 
-* Networks: DCGAN's guidelines (seed ``001_*.txt`` §3) sized for 28x28 MNIST
-  (:func:`tfimpute.models.gan.dcgan_generator` / ``dcgan_discriminator``);
+* Networks: DCGAN's guidelines (seed ``001_*.txt`` §3) for images of the data's shape
+  (H, W, C) (:func:`tfimpute.models.gan.dcgan_generator` / ``dcgan_discriminator``: a projection
+  to ⌈H/4⌉ x ⌈W/4⌉, two stride-2 transposed convolutions, cropped to H x W; for MNIST 7 → 14 → 28);
+  images only (``accepts_vectors = False``: the networks are convolutional);
   z ~ U(−1, 1)^latent_size; Adam(lr, β₁ = 0.5) for both players.
 * Losses: the discriminator's cross-entropy and the non-saturating generator
   loss −log D(G(z)) (seed ``002_*.txt`` §2), both networks updated on every batch.
@@ -55,6 +57,7 @@ class DCGAN(Imputer):
     """
 
     num_classes = 0
+    accepts_vectors = False  # convolutional networks: images [H, W, C] only
     complete_training_data_by_default = True  # AmbientGAN training only when a missingness flag is given
     renamed_settings = {"width": "gan_width"}
     tiny_settings = {"latent_size": 8, "gan_width": 4, "search_steps": 1, "search_restarts": 2}
@@ -94,18 +97,23 @@ class DCGAN(Imputer):
         self.search_weight, self.search_learning_rate = search_weight, search_learning_rate
         self.search_temperature, self.seed = search_temperature, seed
 
-        self.generator = gan.dcgan_generator(latent_size + self.num_classes, width, "generator", 2 * seed)
-        self.discriminator = gan.dcgan_discriminator(1 + self.num_classes, width, "discriminator", 2 * seed + 1)
+        height, image_width, channels = self.data_shape
+        self.generator = gan.dcgan_generator(self.data_shape, latent_size + self.num_classes, width,
+                                             "generator", 2 * seed)
+        # CGAN's discriminator also sees the one-hot label as num_classes constant channels.
+        self.discriminator = gan.dcgan_discriminator((height, image_width, channels + self.num_classes), width,
+                                                     "discriminator", 2 * seed + 1)
         # 1.0 once `prepare` saw missing pixels: the discriminator then judges masked digits.
         self.trained_on_incomplete = self.add_weight(shape=(), initializer="zeros", trainable=False,
                                                      name="trained_on_incomplete")
         self.built = True
 
     def get_config(self) -> dict:
-        return {"latent_size": self.latent_size, "gan_width": self.width, "learning_rate": self.learning_rate,
+        return {**super().get_config(), "latent_size": self.latent_size, "gan_width": self.width,
+                "learning_rate": self.learning_rate,
                 "search_steps": self.search_steps, "search_restarts": self.search_restarts,
                 "search_weight": self.search_weight, "search_learning_rate": self.search_learning_rate,
-                "search_temperature": self.search_temperature, "seed": self.seed, "name": self.name}
+                "search_temperature": self.search_temperature, "seed": self.seed}
 
     def compile(self, generator_optimizer: keras.optimizers.Optimizer | None = None,
                 discriminator_optimizer: keras.optimizers.Optimizer | None = None) -> None:
@@ -135,7 +143,7 @@ class DCGAN(Imputer):
 
     def generate(self, latent: tf.Tensor, labels: tf.Tensor | None = None,
                  training: bool = False) -> tf.Tensor:
-        """Digits in [0, 1], [B, 28, 28, 1], from latents [B, latent_size] (and labels for CGAN)."""
+        """Images in [0, 1], [B, H, W, C], from latents [B, latent_size] (and labels for CGAN)."""
         condition = tf.one_hot(labels, self.num_classes) if self.num_classes else None
         return self.generate_from_condition(latent, condition, training)
 
@@ -162,7 +170,7 @@ class DCGAN(Imputer):
         """Logits [B] of "real"; CGAN appends the one-hot label as constant channels."""
         inputs = images
         if self.num_classes:
-            planes = tf.one_hot(labels, self.num_classes)[:, None, None, :] * tf.ones_like(images)
+            planes = tf.one_hot(labels, self.num_classes)[:, None, None, :] * tf.ones_like(images[..., :1])
             inputs = tf.concat([images, planes], axis=-1)
         return tf.reshape(self.discriminator(inputs, training=training), [-1])
 
@@ -233,19 +241,20 @@ class DCGAN(Imputer):
         restarts = f"{self.search_restarts} restarts x {self.search_steps} Adam steps"
         return {**super().serving_signatures(),
                 signatures.DEFAULT_SIGNATURE: signatures.ServingSignature(
-                    signatures.image_inputs(), impute, f"latent search ({restarts}), seed 0"),
+                    signatures.image_inputs(self.data_shape), impute, f"latent search ({restarts}), seed 0"),
                 "impute_sample": signatures.ServingSignature(
-                    {**signatures.image_inputs(), **signatures.seed_input()}, impute_seeded,
+                    {**signatures.image_inputs(self.data_shape), **signatures.seed_input()}, impute_seeded,
                     f"latent search ({restarts}) from each digit's seed"),
                 "sample": signatures.sample_signature(self.sample, ["images"],
-                                                      "model.sample(1, (seed, 0)) per seed")}
+                                                      "model.sample(1, (seed, 0)) per seed", self.data_shape)}
 
     def extra_benchmark(self, digits: int) -> dict:
-        """Seconds to impute ``digits`` digits by latent search (60% of pixels missing independently;
-        the search's cost does not depend on which), after one untimed call that compiles it."""
+        """Seconds to impute ``digits`` images of the data's shape by latent search (60% of pixels
+        missing independently; the search's cost does not depend on which), after one untimed call
+        that compiles it."""
         rng = np.random.default_rng(0)
-        mask = (rng.random((digits, 28, 28, 1)) >= 0.6).astype(np.float32)
-        images = rng.random((digits, 28, 28, 1)).astype(np.float32)
+        mask = (rng.random((digits, *self.data_shape)) >= 0.6).astype(np.float32)
+        images = rng.random((digits, *self.data_shape)).astype(np.float32)
         self.impute(images * mask, mask, batch_size=digits)
         started = time.perf_counter()
         self.impute(images * mask, mask, batch_size=digits)
@@ -266,7 +275,7 @@ class DCGAN(Imputer):
 
     def search(self, observed: tf.Tensor, mask: tf.Tensor, row_seeds: tf.Tensor,
                labels: tf.Tensor | None = None) -> tuple[tf.Tensor, tf.Tensor]:
-        """Runs eq. 5.13's search from every restart: (G(z) [B, R, 28, 28, 1], final losses [B, R]).
+        """Runs eq. 5.13's search from every restart: (G(z) [B, R, H, W, C], final losses [B, R]).
 
         ``row_seeds`` int32 [B, 2] seeds digit i's starting latents. Each digit's
         search depends on its own seed only (Adam acts element-wise and each

@@ -6,9 +6,13 @@ exact for uneven splits), so that gradients summed across replicas equal the
 single-device gradient of the batch mean; the gradient penalty is per example.
 
 The convolutional generator and critic are the MNIST networks of WGAN-GP that
-MisGAN uses (Li et al. 2019; Gulrajani et al. 2017): the generator maps a
-latent vector through a dense layer to 4x4x256, then transposed convolutions to
-28x28; the critic is three stride-2 5x5 convolutions and a linear output.
+MisGAN uses (Li et al. 2019; Gulrajani et al. 2017), generalised to any image shape
+(H, W, C): the generator maps a latent vector through a dense layer to
+h₀ x w₀ x 4·width, then transposed convolutions to (2h₀ + 20) x (2w₀ + 20) x C, cropped
+to H x W, with h₀ = max(1, ⌈(H − 20) / 2⌉) (MNIST: 4x4 → 28x28, nothing cropped);
+the critic is three stride-2 5x5 convolutions and a linear output. For vectors (D,)
+(tables) MisGAN uses the fully connected :func:`dense_generator` and :func:`dense_critic`.
+The DCGAN networks (:func:`dcgan_generator`, :func:`dcgan_discriminator`) are images only.
 """
 
 from __future__ import annotations
@@ -20,6 +24,11 @@ from keras import layers
 from tfimpute.models.replicas import replica_mean
 
 
+def non_batch_axes(tensor: tf.Tensor) -> list[int]:
+    """[1, ..., rank − 1]: the axes of one example ([1, 2, 3] for images [B, H, W, C], [1] for vectors)."""
+    return list(range(1, tensor.shape.rank))
+
+
 def critic_scores(critic: keras.Model, images: tf.Tensor) -> tf.Tensor:
     return tf.reshape(critic(images, training=True), [-1])
 
@@ -28,7 +37,8 @@ def gradient_penalty(critic: keras.Model, real: tf.Tensor, fake: tf.Tensor,
                      interpolation: tf.Tensor) -> tf.Tensor:
     """Per-example (‖∇D(x̂)‖₂ − 1)² at x̂ = εx + (1 − ε)x̃ (WGAN-GP, Gulrajani et al. 2017).
 
-    ``interpolation`` holds ε ~ U(0, 1), one per example, shaped [B, 1, 1, 1].
+    ``interpolation`` holds ε ~ U(0, 1), one per example, shaped [B, 1, ...] of the data's rank
+    ([B, 1, 1, 1] for images, [B, 1] for vectors); the norm is over all non-batch axes.
     """
     mixed = interpolation * real + (1.0 - interpolation) * fake
     with tf.GradientTape() as tape:
@@ -36,7 +46,7 @@ def gradient_penalty(critic: keras.Model, real: tf.Tensor, fake: tf.Tensor,
         scores = critic_scores(critic, mixed)
     gradients = tape.gradient(scores, mixed)
     # The small constant keeps the norm differentiable where the gradient vanishes.
-    norms = tf.sqrt(tf.reduce_sum(tf.square(gradients), axis=[1, 2, 3]) + 1e-12)
+    norms = tf.sqrt(tf.reduce_sum(tf.square(gradients), axis=non_batch_axes(gradients)) + 1e-12)
     return tf.square(norms - 1.0)
 
 
@@ -71,23 +81,61 @@ def seeded(seed: int, index: int) -> keras.initializers.Initializer:
     return keras.initializers.GlorotUniform(seed=seed * 1000 + index)
 
 
-def conv_generator(latent_size: int, width: int, name: str, seed: int) -> keras.Sequential:
-    """Latent [B, latent] → logits [B, 28, 28, 1] (apply the output transform outside)."""
+def centre_crop(size: tuple[int, int], target: tuple[int, int]) -> list[layers.Layer]:
+    """A ``Cropping2D`` from ``size`` (h, w) to ``target`` around the centre (the extra row or
+    column of an odd excess at the bottom / right); no layer when the sizes agree."""
+    (height, width), (target_height, target_width) = size, target
+    extra_height, extra_width = height - target_height, width - target_width
+    if extra_height == extra_width == 0:
+        return []
+    return [layers.Cropping2D(((extra_height // 2, extra_height - extra_height // 2),
+                               (extra_width // 2, extra_width - extra_width // 2)))]
+
+
+def checked_image_shape(image_shape) -> tuple[int, int, int]:
+    shape = tuple(int(size) for size in image_shape)
+    if len(shape) != 3 or min(shape) < 1:
+        raise ValueError(f"a convolutional network needs an image shape [H, W, C], got {list(shape)}")
+    return shape
+
+
+def conv_generator_start(side: int) -> int:
+    """Side h₀ of the dense layer's grid for an output side H (height or width): the
+    transposed convolutions grow h₀ to 2h₀ + 20 ≥ H (MNIST's 28: h₀ = 4, exactly 28)."""
+    return max(1, -(-(side - 20) // 2))
+
+
+def conv_generator(image_shape, latent_size: int, width: int, name: str, seed: int) -> keras.Sequential:
+    """Latent [B, latent] → logits [B, H, W, C] (apply the output transform outside).
+
+    WGAN-GP's MNIST generator for any (H, W, C): Dense → h₀ x w₀ x 4w, 5x5 transposed
+    convolution (+4), crop one row and column (−1), 5x5 transposed convolution (+4), 8x8
+    stride-2 transposed convolution to C channels (s → 2s + 6), i.e. (2h₀ + 20) x (2w₀ + 20),
+    centre-cropped to H x W (:func:`conv_generator_start`). For (28, 28, 1) these are
+    exactly the layers, variable shapes and initialiser seeds of the MNIST network
+    (4x4 → 8x8 → 7x7 → 11x11 → 28x28, nothing cropped), so its checkpoints load.
+    """
+    image_height, image_width, channels = checked_image_shape(image_shape)
+    start_height, start_width = conv_generator_start(image_height), conv_generator_start(image_width)
+    generated = (2 * start_height + 20, 2 * start_width + 20)
     return keras.Sequential([
         keras.Input((latent_size,)),
-        layers.Dense(4 * 4 * 4 * width, activation="relu", kernel_initializer=seeded(seed, 0)),
-        layers.Reshape((4, 4, 4 * width)),
-        layers.Conv2DTranspose(2 * width, 5, activation="relu", kernel_initializer=seeded(seed, 1)),  # 8x8
-        layers.Cropping2D(((0, 1), (0, 1))),  # 7x7
-        layers.Conv2DTranspose(width, 5, activation="relu", kernel_initializer=seeded(seed, 2)),  # 11x11
-        layers.Conv2DTranspose(1, 8, strides=2, kernel_initializer=seeded(seed, 3)),  # 28x28
+        layers.Dense(start_height * start_width * 4 * width, activation="relu",
+                     kernel_initializer=seeded(seed, 0)),
+        layers.Reshape((start_height, start_width, 4 * width)),
+        layers.Conv2DTranspose(2 * width, 5, activation="relu", kernel_initializer=seeded(seed, 1)),  # h₀+4
+        layers.Cropping2D(((0, 1), (0, 1))),  # h₀+3
+        layers.Conv2DTranspose(width, 5, activation="relu", kernel_initializer=seeded(seed, 2)),  # h₀+7
+        layers.Conv2DTranspose(channels, 8, strides=2, kernel_initializer=seeded(seed, 3)),  # 2h₀+20
+        *centre_crop(generated, (image_height, image_width)),  # H
     ], name=name)
 
 
-def conv_critic(width: int, name: str, seed: int) -> keras.Sequential:
-    """Images [B, 28, 28, 1] → scores [B, 1] (no sigmoid: a Wasserstein critic)."""
+def conv_critic(image_shape, width: int, name: str, seed: int) -> keras.Sequential:
+    """Images [B, H, W, C] → scores [B, 1] (no sigmoid: a Wasserstein critic): three stride-2
+    5x5 "same" convolutions (⌈H/8⌉ x ⌈W/8⌉ x 4w), flattened into a linear output."""
     return keras.Sequential([
-        keras.Input((28, 28, 1)),
+        keras.Input(checked_image_shape(image_shape)),
         layers.Conv2D(width, 5, strides=2, padding="same", activation="relu",
                       kernel_initializer=seeded(seed, 0)),
         layers.Conv2D(2 * width, 5, strides=2, padding="same", activation="relu",
@@ -96,6 +144,28 @@ def conv_critic(width: int, name: str, seed: int) -> keras.Sequential:
                       kernel_initializer=seeded(seed, 2)),
         layers.Flatten(),
         layers.Dense(1, kernel_initializer=seeded(seed, 3)),
+    ], name=name)
+
+
+def dense_generator(size: int, latent_size: int, width: int, name: str, seed: int) -> keras.Sequential:
+    """Latent [B, latent] → logits [B, size] for vectors (tables): two ReLU layers of 4·width
+    units and a linear output (apply the output transform outside)."""
+    return keras.Sequential([
+        keras.Input((latent_size,)),
+        layers.Dense(4 * width, activation="relu", kernel_initializer=seeded(seed, 0)),
+        layers.Dense(4 * width, activation="relu", kernel_initializer=seeded(seed, 1)),
+        layers.Dense(size, kernel_initializer=seeded(seed, 2)),
+    ], name=name)
+
+
+def dense_critic(size: int, width: int, name: str, seed: int) -> keras.Sequential:
+    """Vectors [B, size] → scores [B, 1] (a Wasserstein critic): two ReLU layers of 4·width
+    units and a linear output."""
+    return keras.Sequential([
+        keras.Input((size,)),
+        layers.Dense(4 * width, activation="relu", kernel_initializer=seeded(seed, 0)),
+        layers.Dense(4 * width, activation="relu", kernel_initializer=seeded(seed, 1)),
+        layers.Dense(1, kernel_initializer=seeded(seed, 2)),
     ], name=name)
 
 
@@ -121,27 +191,33 @@ def _batch_norm() -> layers.BatchNormalization:
     return layers.BatchNormalization(synchronized=True)
 
 
-def dcgan_generator(input_size: int, width: int, name: str, seed: int) -> keras.Sequential:
-    """[B, input_size] → logits [B, 28, 28, 1]: a projection to 7x7x4w, then two fractionally
-    strided 5x5 convolutions (7 → 14 → 28) with batch norm and ReLU, no pooling or hidden
-    fully connected layers (DCGAN's guidelines, seed 001 §3, sized for 28x28 MNIST)."""
+def dcgan_generator(image_shape, input_size: int, width: int, name: str, seed: int) -> keras.Sequential:
+    """[B, input_size] → logits [B, H, W, C]: a projection to ⌈H/4⌉ x ⌈W/4⌉ x 4w, then two
+    fractionally strided 5x5 convolutions (x2 each, the second to C channels) with batch norm and
+    ReLU, no pooling or hidden fully connected layers (DCGAN's guidelines, seed 001 §3), centre-cropped
+    from 4⌈H/4⌉ x 4⌈W/4⌉ to H x W. MNIST (28, 28, 1): 7x7 → 14x14 → 28x28, nothing cropped."""
+    image_height, image_width, channels = checked_image_shape(image_shape)
+    start_height, start_width = -(-image_height // 4), -(-image_width // 4)
     return keras.Sequential([
         keras.Input((input_size,)),
-        layers.Dense(7 * 7 * 4 * width, use_bias=False, kernel_initializer=_dcgan_init(seed, 0)),
+        layers.Dense(start_height * start_width * 4 * width, use_bias=False,
+                     kernel_initializer=_dcgan_init(seed, 0)),
         _batch_norm(), layers.ReLU(),
-        layers.Reshape((7, 7, 4 * width)),
+        layers.Reshape((start_height, start_width, 4 * width)),
         layers.Conv2DTranspose(2 * width, 5, strides=2, padding="same", use_bias=False,
                                kernel_initializer=_dcgan_init(seed, 1)),
         _batch_norm(), layers.ReLU(),
-        layers.Conv2DTranspose(1, 5, strides=2, padding="same", kernel_initializer=_dcgan_init(seed, 2)),
+        layers.Conv2DTranspose(channels, 5, strides=2, padding="same", kernel_initializer=_dcgan_init(seed, 2)),
+        *centre_crop((4 * start_height, 4 * start_width), (image_height, image_width)),
     ], name=name)
 
 
-def dcgan_discriminator(channels: int, width: int, name: str, seed: int) -> keras.Sequential:
-    """[B, 28, 28, channels] → logit [B, 1]: strided 5x5 convolutions with LeakyReLU(0.2), batch
-    norm on all but the input layer (seed 001 §3)."""
+def dcgan_discriminator(input_shape, width: int, name: str, seed: int) -> keras.Sequential:
+    """[B, H, W, channels] → logit [B, 1]: two strided 5x5 "same" convolutions with LeakyReLU(0.2),
+    batch norm on all but the input layer (seed 001 §3), flattened into a linear output.
+    ``input_shape`` is what it sees: the image's (H, W, C), plus CGAN's label planes in channels."""
     return keras.Sequential([
-        keras.Input((28, 28, channels)),
+        keras.Input(checked_image_shape(input_shape)),
         layers.Conv2D(width, 5, strides=2, padding="same", kernel_initializer=_dcgan_init(seed, 0)),
         layers.LeakyReLU(0.2),
         layers.Conv2D(2 * width, 5, strides=2, padding="same", use_bias=False,

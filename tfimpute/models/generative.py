@@ -39,7 +39,7 @@ class GenerativeImputer(OptimizerSettings, Imputer):
     num_samples_shown = 64  # an 8 x 8 grid
 
     def sample(self, num: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
-        """``num`` images [num, 28, 28, 1] in [0, 1] from the model, stateless in ``seed``."""
+        """``num`` examples [num, *data_shape] in [0, 1] from the model, stateless in ``seed``."""
         raise NotImplementedError
 
     def validation_losses(self, images: np.ndarray, mask: np.ndarray) -> dict[str, float]:
@@ -67,4 +67,4 @@ class GenerativeImputer(OptimizerSettings, Imputer):
         """``sample``: one generated digit per seed."""
         return {**super().serving_signatures(),
                 "sample": signatures.sample_signature(self.sample, ["images"],
-                                                      "model.sample(1, (seed, 0)) per seed")}
+                                                      "model.sample(1, (seed, 0)) per seed", self.data_shape)}

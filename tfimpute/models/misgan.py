@@ -20,6 +20,12 @@ footnote 1): τ = 0, α = 0.1, β = 0.1, γ = 0, λ_GP = 10, 5 critic steps,
 latent size 128, batch 64, Adam(1e-4, β=(0.5, 0.9)) and 2e-4 for the imputer
 and its critic, "fusion" mask output, imputer with three 784-unit layers.
 
+The networks follow the data's shape (``data_shape``): images (H, W, C) get WGAN-GP's
+convolutional generators and critics (:func:`tfimpute.models.gan.conv_generator` /
+``conv_critic``; for MNIST's (28, 28, 1) the paper's networks), vectors (D,) (tables)
+fully connected ones (``dense_generator`` / ``dense_critic``). The imputer is fully
+connected on the flattened example in both cases (H·W·C or D values in and out).
+
 Under ``tf.distribute`` the schedule lives in :meth:`MisGAN.distributed_train_step`:
 the critic updates run on every replica, then a ``tf.cond`` in cross-replica context
 decides whether the generator updates run. (A ``tf.cond`` around ``apply_gradients``
@@ -54,7 +60,8 @@ def adam(learning_rate: float) -> keras.optimizers.Adam:
 
 @register_model("misgan", summary="MisGAN (Li et al. 2019): data, mask and imputer WGAN-GPs")
 class MisGAN(Imputer):
-    """MisGAN with convolutional generators and critics and a fully connected imputer.
+    """MisGAN with generators and critics for the data's shape (convolutional for images, fully
+    connected for vectors) and a fully connected imputer on the flattened example.
 
     ``compile()`` creates the six players' Adam optimizers (``learning_rate``; the imputer
     and its critic ``imputer_learning_rate``), or takes them as arguments named as
@@ -102,26 +109,39 @@ class MisGAN(Imputer):
 
         # Every network's initialisation is seeded from `seed`, so a config reproduces a run.
         network_seed = 6 * seed
-        self.data_generator = gan.conv_generator(latent_size, width, "data_generator", network_seed)
-        self.mask_generator = gan.conv_generator(latent_size, width, "mask_generator", network_seed + 1)
+        self.num_values = int(np.prod(self.data_shape))  # values of one example (MNIST: 784)
+        self.data_generator = self._generator("data_generator", network_seed)
+        self.mask_generator = self._generator("mask_generator", network_seed + 1)
         self.imputer_network = keras.Sequential([
-            keras.Input((784,)),
+            keras.Input((self.num_values,)),
             *(layers.Dense(imputer_units, activation="relu",
                            kernel_initializer=gan.seeded(network_seed + 2, i)) for i in range(3)),
-            layers.Dense(784, kernel_initializer=gan.seeded(network_seed + 2, 3)),
+            layers.Dense(self.num_values, kernel_initializer=gan.seeded(network_seed + 2, 3)),
         ], name="imputer_network")
-        self.data_critic = gan.conv_critic(width, "data_critic", network_seed + 3)
-        self.mask_critic = gan.conv_critic(width, "mask_critic", network_seed + 4)
-        self.imputer_critic = gan.conv_critic(width, "imputer_critic", network_seed + 5)
+        self.data_critic = self._critic("data_critic", network_seed + 3)
+        self.mask_critic = self._critic("mask_critic", network_seed + 4)
+        self.imputer_critic = self._critic("imputer_critic", network_seed + 5)
         self.built = True
 
+    def _generator(self, name: str, seed: int) -> keras.Sequential:
+        """Latents → logits of one example's shape: convolutional for images, dense for vectors."""
+        if self.is_image_model:
+            return gan.conv_generator(self.data_shape, self.latent_size, self.width, name, seed)
+        return gan.dense_generator(self.num_values, self.latent_size, self.width, name, seed)
+
+    def _critic(self, name: str, seed: int) -> keras.Sequential:
+        """Examples → Wasserstein scores [B, 1]: convolutional for images, dense for vectors."""
+        if self.is_image_model:
+            return gan.conv_critic(self.data_shape, self.width, name, seed)
+        return gan.dense_critic(self.num_values, self.width, name, seed)
+
     def get_config(self) -> dict:
-        return {"latent_size": self.latent_size, "gan_width": self.width,
+        return {**super().get_config(), "latent_size": self.latent_size, "gan_width": self.width,
                 "imputer_units": self.imputer_units, "misgan_tau": self.tau, "misgan_alpha": self.alpha,
                 "misgan_beta": self.beta, "misgan_gamma": self.gamma, "gradient_penalty": self.penalty_weight,
                 "critic_steps": self.critic_steps, "learning_rate": self.learning_rate,
                 "imputer_learning_rate": self.imputer_learning_rate,
-                "mask_temperature": self.mask_temperature, "seed": self.seed, "name": self.name}
+                "mask_temperature": self.mask_temperature, "seed": self.seed}
 
     def compile(self, **optimizers: keras.optimizers.Optimizer) -> None:
         """One optimizer per player (keyword names: :data:`OPTIMIZER_ATTRIBUTES`); by default the
@@ -162,7 +182,7 @@ class MisGAN(Imputer):
         return tf.random.stateless_normal(tf.stack([tf.cast(count, tf.int32), self.latent_size]), seed)
 
     def generate(self, latent: tf.Tensor) -> tf.Tensor:
-        """G_x: digits in [0, 1], [B, 28, 28, 1], from latents [B, latent_size]."""
+        """G_x: examples in [0, 1], [B, *data_shape], from latents [B, latent_size]."""
         return tf.sigmoid(self.data_generator(latent, training=True))
 
     def generate_masks(self, latent: tf.Tensor) -> tf.Tensor:
@@ -175,13 +195,14 @@ class MisGAN(Imputer):
         return images * mask + self.tau * (1.0 - mask)
 
     def imputer_output(self, observed: tf.Tensor, mask: tf.Tensor, noise: tf.Tensor) -> tf.Tensor:
-        """I(x ⊙ m + ω ⊙ (1 − m)) for every pixel, observed ones included (for γ > 0)."""
+        """I(x ⊙ m + ω ⊙ (1 − m)) for every entry, observed ones included (for γ > 0); the imputer
+        sees the example flattened to its ``num_values`` values."""
         filled = observed * mask + noise * (1.0 - mask)
-        logits = self.imputer_network(tf.reshape(filled, [-1, 784]), training=True)
+        logits = self.imputer_network(tf.reshape(filled, [-1, self.num_values]), training=True)
         return tf.reshape(tf.sigmoid(logits), tf.shape(observed))
 
     def complete(self, observed: tf.Tensor, mask: tf.Tensor, noise: tf.Tensor) -> tf.Tensor:
-        """Imputation: observed pixels kept exactly, missing ones from the imputer."""
+        """Imputation: observed entries kept exactly, missing ones from the imputer."""
         return keep_observed(observed, mask, self.imputer_output(observed, mask, noise))
 
     # -- training -------------------------------------------------------------------------------
@@ -190,9 +211,10 @@ class MisGAN(Imputer):
         """Latents, imputer noise and GP interpolation weights of (step, stream): the global
         batch's draws, this replica's rows."""
         draws = StepDraws(self.seed, step, batch_size, stream)
+        ones = [1] * len(self.data_shape)  # ε: one per example, [B, 1, ...] of the data's rank
         return (draws.normal([self.latent_size]), draws.normal([self.latent_size]),
-                draws.uniform([28, 28, 1]), draws.uniform([1, 1, 1]), draws.uniform([1, 1, 1]),
-                draws.uniform([1, 1, 1]))
+                draws.uniform(list(self.data_shape)), draws.uniform(ones), draws.uniform(ones),
+                draws.uniform(ones))
 
     def critic_updates(self, observed: tf.Tensor, mask: tf.Tensor, step: tf.Tensor) -> dict[str, tf.Tensor]:
         """One gradient-penalty step for each of the three critics (replica context)."""
@@ -234,8 +256,9 @@ class MisGAN(Imputer):
         imputer_loss = gan.generator_loss(
             self.imputer_critic, keep_observed(observed, mask, raw_imputation))
         if self.gamma > 0:
-            per_image = (tf.reduce_sum(tf.square(raw_imputation - observed) * mask, axis=[1, 2, 3])
-                         / tf.maximum(tf.reduce_sum(mask, axis=[1, 2, 3]), 1.0))
+            axes = gan.non_batch_axes(mask)
+            per_image = (tf.reduce_sum(tf.square(raw_imputation - observed) * mask, axis=axes)
+                         / tf.maximum(tf.reduce_sum(mask, axis=axes), 1.0))
             imputer_loss += self.gamma * gan.replica_mean(per_image)
         return {"mask_generator_loss": mask_loss + self.alpha * data_loss,
                 "data_generator_loss": data_loss + self.beta * imputer_game,
@@ -271,19 +294,22 @@ class MisGAN(Imputer):
         return self.distributed_train_step(tf.distribute.get_strategy(), data)
 
     def epoch_images(self, epoch: int, epochs: int) -> list[EpochImage]:
-        """Grids of generated digits (top two rows) and generated masks (bottom two, white =
-        observed) from fixed latents, in TensorBoard and as ``samples_epoch_NNNN.png``."""
+        """Grids of generated images (top two rows) and generated masks (bottom two, white =
+        observed) from fixed latents, in TensorBoard and as ``samples_epoch_NNNN.png``; none for
+        vectors (no picture of a table row)."""
+        if not self.is_image_model:
+            return []
         data, masks = (x.numpy() for x in self.sample(16, tf.constant([0, 0])))
         grid = visualize.image_grid([data[:8], data[8:], masks[:8], masks[8:]])
         return [EpochImage(grid, tag="generated_data_and_masks", file=f"samples_epoch_{epoch:04d}.png", step=epoch)]
 
     def serving_signatures(self) -> dict[str, signatures.ServingSignature]:
-        """Stochastic imputation signatures and ``sample`` (a generated digit and mask per seed)."""
+        """Stochastic imputation signatures and ``sample`` (a generated example and mask per seed)."""
         return {**super().serving_signatures(),
-                **signatures.stochastic_impute_signatures(self.impute_batch),
+                **signatures.stochastic_impute_signatures(self.impute_batch, self.data_shape),
                 "sample": signatures.sample_signature(
                     self.sample, ["images", "masks"],
-                    "model.sample(1, (seed, 0)) per seed: digit and mask (1 = observed)")}
+                    "model.sample(1, (seed, 0)) per seed: example and mask (1 = observed)", self.data_shape)}
 
     # -- inference ------------------------------------------------------------------------------
 
@@ -293,15 +319,19 @@ class MisGAN(Imputer):
         return self.complete(images * mask, mask, noise)
 
     def sample(self, count: int | tf.Tensor, seed: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-        """``count`` generated digits and masks (1 = observed), from latents drawn by ``seed``."""
+        """``count`` generated examples and masks (1 = observed), [count, *data_shape] each, from
+        latents drawn by ``seed``."""
         seeds = tf.random.experimental.stateless_split(tf.cast(seed, tf.int64), num=2)
         return (self.generate(self.draw_latents(count, seeds[0])),
                 self.generate_masks(self.draw_latents(count, seeds[1])))
 
     def sample_grid(self, side: int = 8) -> np.ndarray:
-        """side x side generated digits from fixed latents (the same every call)."""
+        """side x side generated images from fixed latents (the same every call); images only."""
+        if not self.is_image_model:
+            raise ValueError(f"the sample grid shows images; {self.name} models vectors of "
+                             f"{self.num_values} values")
         return visualize.square_grid(self.sample(side * side, tf.constant([0, 0]))[0].numpy())
 
     def interpolate(self, start: tf.Tensor, end: tf.Tensor, steps: int = 9) -> tf.Tensor:
-        """``steps`` digits along the straight line from latent ``start`` to ``end``."""
+        """``steps`` examples along the straight line from latent ``start`` to ``end``."""
         return self.generate(gan.straight_line(start, end, steps))

@@ -82,6 +82,7 @@ class RBM(OptimizerSettings, Imputer):
     batch-SUMMED updates of Algorithm 1.
     """
 
+    derived_settings = ("visible_units",)  # 0.1 stored it; it is the size of data_shape
     tiny_settings = {"hidden_units": 16, "learning_rate": 0.05, "momentum": 0.5}  # momentum: state applied once
     size_settings = ("hidden_units", "rank")
 
@@ -98,8 +99,9 @@ class RBM(OptimizerSettings, Imputer):
                      "Learning rate (RBMs: on batch-summed updates, as the paper).")] = 1e-4,
                  momentum: Annotated[float, Setting("SGD momentum (paper: none).")] = 0.0,
                  seed: Annotated[int, Setting("Seed of initialisation, shuffling and training draws.")] = 0,
-                 visible_units: int = 784, **kwargs):
+                 **kwargs):
         super().__init__(**kwargs)
+        visible_units = int(np.prod(self.data_shape))
         rank = parse_rank(rank)
         if rank == "auto":
             raise ValueError("rank 'auto' is resolved from the training data (RBM.settings_for_data) "
@@ -140,10 +142,9 @@ class RBM(OptimizerSettings, Imputer):
         self.built = True
 
     def get_config(self) -> dict:
-        return {"hidden_units": self.hidden_units, "linearized": self.linearized, "rank": self.rank,
+        return {**super().get_config(), "hidden_units": self.hidden_units, "linearized": self.linearized, "rank": self.rank,
                 "impute_mode": self.impute_mode, "optimizer": self.optimizer_name,
-                "learning_rate": self.learning_rate, "momentum": self.momentum, "seed": self.seed,
-                "visible_units": self.visible_units, "name": self.name}
+                "learning_rate": self.learning_rate, "momentum": self.momentum, "seed": self.seed}
 
     @classmethod
     def settings_for_data(cls, settings: dict, train_data: IncompleteData) -> dict:
@@ -179,11 +180,12 @@ class RBM(OptimizerSettings, Imputer):
             **super().serving_signatures(),
             signatures.DEFAULT_SIGNATURE: signatures.impute_signature(
                 functools.partial(self.impute_batch, mode="mean_field"),
-                "mean-field imputation (deterministic)"),
+                "mean-field imputation (deterministic)", self.data_shape),
             "impute_sample": signatures.seeded_impute_signature(
                 functools.partial(self.impute_batch, mode="sample"),
-                "hidden layer sampled from p(h | v_o) with one seed per digit, then v = E[v | h]"),
-            "hidden": signatures.ServingSignature(signatures.image_inputs(), hidden,
+                "hidden layer sampled from p(h | v_o) with one seed per example, then v = E[v | h]",
+                self.data_shape),
+            "hidden": signatures.ServingSignature(signatures.image_inputs(self.data_shape), hidden,
                                                   f"hidden activations p(h | v_o), [batch, {self.hidden_units}]"),
         }
 
@@ -215,7 +217,7 @@ class RBM(OptimizerSettings, Imputer):
         return tf.sigmoid(self.visible_bias) * (1.0 - observed_mask)
 
     def hidden_probabilities(self, visible: tf.Tensor, observed_mask: tf.Tensor) -> tf.Tensor:
-        """p(h = 1 | v_o) under the (linearised) observed energy; inputs flat [B, 784]."""
+        """p(h = 1 | v_o) under the (linearised) observed energy; inputs flat [B, n]."""
         visible_input = visible * observed_mask + self._missing_bias(observed_mask)
         return tf.sigmoid(tf.matmul(visible_input, self.weight_matrix) + self.hidden_bias)
 
@@ -224,7 +226,7 @@ class RBM(OptimizerSettings, Imputer):
         """Δb, Δc, ΔW of Algorithm 1 (before the learning rate), summed over the batch.
 
         ``uniforms`` are U(0, 1) draws shaped [B, hidden], [B, visible], [B, hidden]
-        for the samples of lines 3, 4 and 5. Inputs are flat [B, 784].
+        for the samples of lines 3, 4 and 5. Inputs are flat [B, n].
         """
         u_hidden, u_visible, u_hidden_negative = uniforms
         w = self.weight_matrix

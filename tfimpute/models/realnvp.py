@@ -1,15 +1,27 @@
-"""RealNVP normalizing flow over MNIST digits (seed ``002_*.txt`` §3; Dinh et al. 2016).
+"""RealNVP normalizing flow over images (seed ``002_*.txt`` §3; Dinh et al. 2016).
 
-Density: x ∈ [0, 1]^784 is the image of z ~ N(0, I) under
+Images only (``accepts_vectors = False``: the checkerboard is spatial), of any shape
+H x W x C, flattened to D = H·W·C values; MNIST digits are 28 x 28 x 1, D = 784, and
+the figures below quoted for MNIST are for D = 784. For data_shape (28, 28, 1) the
+permutation, variables and outputs are those of the versions that knew MNIST only, so
+their checkpoints load and give bit-identical results.
+
+Density: x ∈ [0, 1]^D is the image of z ~ N(0, I) under
 
     z --(affine couplings)--> (checkerboard order) --unpermute--> y --sigmoid, rescale--> x
 
 as one ``tfp.distributions.TransformedDistribution``. Each coupling is a
 ``tfp.bijectors.RealNVP`` whose shift and log-scale come from a Keras
-:class:`CouplingNetwork` (an MLP) on the other half of the pixels; the halves
-are the two colours of a checkerboard (a ``tfp.bijectors.Permute`` puts them
-first and second) and alternate from one coupling to the next (``num_masked``
-= +392 / -392). The coupling networks are Keras layers owned by the model, so
+:class:`CouplingNetwork` (an MLP) on the other half of the values; the halves
+are the two colours of a checkerboard over (row, column, channel) — an entry's colour
+is the parity of row + column + channel, so with one channel it is the usual spatial
+checkerboard, and neighbouring channels of a pixel fall in different halves (a
+``tfp.bijectors.Permute`` puts the colours first and second). The halves alternate from
+one coupling to the next (``num_masked`` = +A / -B, A = ⌈D/2⌉ the first colour's size,
+B = D - A; +392 / -392 on MNIST). When D is odd (H, W and C all odd) the halves differ by
+one entry: A = B + 1, and each coupling network maps its conditioning half (A or B
+entries) to the shift and log-scale of the other (B or A); nothing is padded. The
+coupling networks are Keras layers owned by the model, so
 checkpoints and SavedModels see every variable. The last layer of each network
 starts at zero, so an untrained flow is the identity in logit space.
 
@@ -18,7 +30,7 @@ Pre-processing (seed Q3.4): uniform dequantisation x = (k + u) / 256, k the
 whose log-determinant is part of the bijector chain. Loss: negative
 log-likelihood in bits per dimension (seed Q3.8),
 
-    bpd = -log p(x) / (784 ln 2) + 8,
+    bpd = -log p(x) / (D ln 2) + 8,
 
 an upper bound on the bits per pixel of the discrete digit (the +8 turns the
 density on [0, 1] into one on [0, 256)).
@@ -57,6 +69,7 @@ import tensorflow_probability as tfp
 from tensorflow_probability.python.internal import cache_util
 
 from tfimpute import signatures
+from tfimpute.data import MNIST_SHAPE
 from tfimpute.models.base import keep_observed
 from tfimpute.models.generative import (GenerativeImputer, LearningRateSetting, MomentumSetting,
                                         OptimizerSetting, SeedSetting)
@@ -65,15 +78,20 @@ from tfimpute.models.replicas import StepDraws, replica_mean
 
 tfb, tfd = tfp.bijectors, tfp.distributions
 
-PIXELS = 784
-HALF = PIXELS // 2
 LEVELS = 256
 
 
-def checkerboard_permutation(side: int = 28) -> np.ndarray:
-    """Pixel indices of one checkerboard colour ((row + column) even) followed by the other."""
-    rows, columns = np.divmod(np.arange(side * side), side)
-    even = (rows + columns) % 2 == 0
+def checkerboard_permutation(shape: tuple[int, int, int] = MNIST_SHAPE) -> np.ndarray:
+    """Indices into the flattened [H, W, C] image of one checkerboard colour ((row + column +
+    channel) even), in increasing order, followed by those of the other colour.
+
+    The first colour has A = ⌈D/2⌉ entries (D = H·W·C), the second D - A. With one channel
+    this is the spatial checkerboard ((row + column) even first; on 28 x 28 x 1 the
+    permutation of the versions that knew MNIST only).
+    """
+    height, width, channels = (int(size) for size in shape)
+    rows, columns, channel = np.unravel_index(np.arange(height * width * channels), (height, width, channels))
+    even = (rows + columns + channel) % 2 == 0
     return np.concatenate([np.flatnonzero(even), np.flatnonzero(~even)]).astype(np.int32)
 
 
@@ -82,22 +100,27 @@ class CouplingNetwork(keras.layers.Layer):
 
     An MLP with ReLU hidden layers; s = scale ⊙ tanh(·) with a learnt per-unit
     scale (RealNVP's stabilised log-scale). The output layer starts at zero.
+
+    ``conditioning_units`` inputs (the half that stays), ``transformed_units`` shifts and
+    log-scales (the other half); they differ by one when D is odd (392 and 392 on MNIST).
     """
 
-    def __init__(self, hidden_units: int, hidden_layers: int, units: int = HALF, seed: int = 0, **kwargs):
+    def __init__(self, hidden_units: int, hidden_layers: int, conditioning_units: int,
+                 transformed_units: int, seed: int = 0, **kwargs):
         super().__init__(**kwargs)
         self.hidden_layers = hidden_layers
-        width = units
+        width = conditioning_units
         for i in range(hidden_layers):
             layer = keras.layers.Dense(hidden_units, activation="relu", name=f"hidden_{i}",
                                        kernel_initializer=keras.initializers.GlorotUniform(seed=seed + i))
             layer.build((None, width))
             width = hidden_units
             setattr(self, f"hidden_{i}", layer)  # attributes, not a list: see RealNVP.__init__
-        self.output_layer = keras.layers.Dense(2 * units, kernel_initializer="zeros",
+        self.output_layer = keras.layers.Dense(2 * transformed_units, kernel_initializer="zeros",
                                                name="shift_and_log_scale")
         self.output_layer.build((None, width))
-        self.log_scale_factor = self.add_weight(shape=(units,), initializer="ones", name="log_scale_factor")
+        self.log_scale_factor = self.add_weight(shape=(transformed_units,), initializer="ones",
+                                                name="log_scale_factor")
         self.built = True
 
     def call(self, conditioning: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
@@ -166,10 +189,13 @@ class OnePassRealNVP(tfb.RealNVP):
 
 @register_model("realnvp", summary="RealNVP flow of seed 002 §3 (TFP bijectors), MAP imputation")
 class RealNVP(GenerativeImputer):
-    """RealNVP density model of MNIST digits; imputes by conditional MAP (see the module docstring).
+    """RealNVP density model of images [H, W, C] (D = H·W·C values; MNIST digits: D = 784);
+    imputes by conditional MAP (see the module docstring). Refuses vectors.
 
     ``logit_alpha``: α of the logit pre-transform (not a flag).
     """
+
+    accepts_vectors = False  # the checkerboard is spatial
 
     loss_name = "bits_per_dim"
     loss_title = "negative log-likelihood (bits per dimension)"
@@ -209,6 +235,13 @@ class RealNVP(GenerativeImputer):
                              f"{impute_steps}, {train_fill_steps}, {impute_step_size}")
         if not 0.0 < logit_alpha < 0.5:
             raise ValueError(f"logit_alpha must be in (0, 0.5), got {logit_alpha}")
+        # D values per image, split into the checkerboard's colours: A = ⌈D/2⌉ first, B = D - A.
+        self.num_values = int(np.prod(self.data_shape))
+        if self.num_values < 2:
+            raise ValueError(f"RealNVP needs images of at least 2 values to split into two halves, "
+                             f"got data_shape {list(self.data_shape)}")
+        self.first_half = (self.num_values + 1) // 2
+        second_half = self.num_values - self.first_half
         self.coupling_layers = coupling_layers
         self.hidden_units = hidden_units
         self.hidden_layers = hidden_layers
@@ -220,10 +253,14 @@ class RealNVP(GenerativeImputer):
         self.seed = seed
         # One attribute per network: Keras 3 does not make layers held in a Python list
         # dependencies of tf.train.Checkpoint, so a list would leave them out of checkpoints.
+        # Even couplings: the first colour (A values) conditions the second (B); odd ones the reverse.
         for i in range(coupling_layers):
+            conditioning, transformed = ((self.first_half, second_half) if i % 2 == 0
+                                         else (second_half, self.first_half))
             setattr(self, f"coupling_{i}",
-                    CouplingNetwork(hidden_units, hidden_layers, seed=seed + 10 * i, name=f"coupling_{i}"))
-        self.permutation = checkerboard_permutation()
+                    CouplingNetwork(hidden_units, hidden_layers, conditioning, transformed,
+                                    seed=seed + 10 * i, name=f"coupling_{i}"))
+        self.permutation = checkerboard_permutation(self.data_shape)
         self.built = True
 
     @property
@@ -231,20 +268,20 @@ class RealNVP(GenerativeImputer):
         return [getattr(self, f"coupling_{i}") for i in range(self.coupling_layers)]
 
     def get_config(self) -> dict:
-        return {"coupling_layers": self.coupling_layers, "coupling_hidden_units": self.hidden_units,
-                "coupling_hidden_layers": self.hidden_layers, "flow_impute_steps": self.impute_steps,
-                "flow_impute_step_size": self.impute_step_size,
+        return {**super().get_config(), "coupling_layers": self.coupling_layers,
+                "coupling_hidden_units": self.hidden_units, "coupling_hidden_layers": self.hidden_layers,
+                "flow_impute_steps": self.impute_steps, "flow_impute_step_size": self.impute_step_size,
                 "flow_train_fill_steps": self.train_fill_steps, "logit_alpha": self.logit_alpha,
                 "optimizer": self.optimizer_name, "learning_rate": self.learning_rate,
-                "momentum": self.momentum, "seed": self.seed, "name": self.name}
+                "momentum": self.momentum, "seed": self.seed}
 
     def serving_signatures(self) -> dict[str, signatures.ServingSignature]:
-        """``log_prob`` of complete digits (its MAP imputation is deterministic: generic ``serving_default``)."""
+        """``log_prob`` of complete images (its MAP imputation is deterministic: generic ``serving_default``)."""
 
         def log_prob(images: tf.Tensor) -> dict[str, tf.Tensor]:
             return {"log_prob": self.log_prob(signatures.checked_images(images))}
 
-        images_only = {"images": tf.TensorSpec(signatures.IMAGE_SPEC_SHAPE, tf.float32, name="images")}
+        images_only = {"images": tf.TensorSpec([None, *self.data_shape], tf.float32, name="images")}
         return {**super().serving_signatures(),
                 "log_prob": signatures.ServingSignature(images_only, log_prob,
                                                         "log-density (nats) of each digit, [batch]")}
@@ -252,8 +289,13 @@ class RealNVP(GenerativeImputer):
     # The distribution. Bijectors are built per call (cheap Python objects holding no variables).
 
     def flow(self) -> tfb.Bijector:
-        """z -> y: the couplings, then the checkerboard order undone (y in logit space, pixel order)."""
-        couplings = [OnePassRealNVP(num_masked=HALF if i % 2 == 0 else -HALF,
+        """z -> y: the couplings, then the checkerboard order undone (y in logit space, pixel order).
+
+        Every coupling splits at A = ⌈D/2⌉: ``num_masked`` = +A (the first A values condition)
+        and -(D - A) (the last D - A condition) alternate.
+        """
+        second_half = self.num_values - self.first_half
+        couplings = [OnePassRealNVP(num_masked=self.first_half if i % 2 == 0 else -second_half,
                                     shift_and_log_scale_fn=network.shift_and_log_scale)
                      for i, network in enumerate(self.coupling_networks)]
         return tfb.Chain([tfb.Invert(tfb.Permute(self.permutation)), *couplings])
@@ -264,27 +306,27 @@ class RealNVP(GenerativeImputer):
         return tfb.Chain([tfb.Scale(1.0 / (1.0 - 2.0 * alpha)), tfb.Shift(-alpha), tfb.Sigmoid()])
 
     def base_distribution(self) -> tfd.Distribution:
-        return tfd.Sample(tfd.Normal(0.0, 1.0), sample_shape=[PIXELS])
+        return tfd.Sample(tfd.Normal(0.0, 1.0), sample_shape=[self.num_values])
 
     def logit_distribution(self) -> tfd.Distribution:
         """Density of y = logit(α + (1 - 2α) x)."""
         return tfd.TransformedDistribution(self.base_distribution(), self.flow())
 
     def distribution(self) -> tfd.Distribution:
-        """Density of the (dequantised) digit x ∈ [0, 1]^784, flattened."""
+        """Density of the (dequantised) image x ∈ [0, 1]^D, flattened."""
         return tfd.TransformedDistribution(self.base_distribution(),
                                            tfb.Chain([self.logit_transform(), self.flow()]))
 
     # The model's parts, as exported signatures use them.
 
     def log_prob(self, images: tf.Tensor) -> tf.Tensor:
-        """Log-density (nats) of continuous images [B, 28, 28, 1] in [0, 1]; one value per image."""
-        return self.distribution().log_prob(tf.reshape(images, [-1, PIXELS]))
+        """Log-density (nats) of continuous images [B, H, W, C] in [0, 1]; one value per image."""
+        return self.distribution().log_prob(tf.reshape(images, [-1, self.num_values]))
 
     def sample(self, num: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
-        """``num`` digits from the flow, [num, 28, 28, 1] clipped to [0, 1]."""
+        """``num`` images from the flow, [num, H, W, C] clipped to [0, 1]."""
         samples = self.distribution().sample(num, seed=seed)
-        return tf.reshape(tf.clip_by_value(samples, 0.0, 1.0), [-1, 28, 28, 1])
+        return tf.reshape(tf.clip_by_value(samples, 0.0, 1.0), [-1, *self.data_shape])
 
     def dequantize(self, images: tf.Tensor, noise: tf.Tensor) -> tf.Tensor:
         """(k + u) / 256 with k = round(255 x) the 8-bit level and u = ``noise`` ~ U(0, 1) (seed Q3.4)."""
@@ -292,14 +334,14 @@ class RealNVP(GenerativeImputer):
         return (levels + noise) / LEVELS
 
     def bits_per_dim_batch(self, images: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
-        """Per-digit negative log-likelihood in bits/dim of 8-bit digits (one dequantisation draw
+        """Per-image negative log-likelihood in bits/dim (D dims) of 8-bit images (one dequantisation draw
         from ``seed``)."""
         return self.bits_per_dim_given_noise(images, tf.random.stateless_uniform(tf.shape(images), seed))
 
     def bits_per_dim_given_noise(self, images: tf.Tensor, noise: tf.Tensor) -> tf.Tensor:
         """:meth:`bits_per_dim_batch` with the dequantisation noise (shaped like ``images``) given."""
         log_prob = self.log_prob(self.dequantize(images, noise))
-        return -log_prob / (PIXELS * math.log(2.0)) + math.log2(LEVELS)
+        return -log_prob / (self.num_values * math.log(2.0)) + math.log2(LEVELS)
 
     # Imputation.
 
@@ -307,8 +349,8 @@ class RealNVP(GenerativeImputer):
         """Conditional MAP of the missing pixels: Adam-normalised ascent on log p(y) over y_m."""
         alpha = self.logit_alpha
         shape = tf.shape(images)
-        flat_mask = tf.reshape(mask, [-1, PIXELS])
-        flat = tf.reshape(images, [-1, PIXELS]) * flat_mask
+        flat_mask = tf.reshape(mask, [-1, self.num_values])
+        flat = tf.reshape(images, [-1, self.num_values]) * flat_mask
         observed_fraction = tf.reduce_sum(flat, axis=-1, keepdims=True) / tf.maximum(
             tf.reduce_sum(flat_mask, axis=-1, keepdims=True), 1.0)
         start = tf.where(flat_mask > 0.5, (tf.round(flat * (LEVELS - 1)) + 0.5) / LEVELS,
@@ -340,7 +382,7 @@ class RealNVP(GenerativeImputer):
 
     def train_step(self, data):
         observed, mask = data[0], data[1]
-        noise = StepDraws(self.seed, self.optimizer.iterations, tf.shape(observed)[0]).uniform([28, 28, 1])
+        noise = StepDraws(self.seed, self.optimizer.iterations, tf.shape(observed)[0]).uniform(list(self.data_shape))
         # Per replica: the fill is per digit (and exact on complete digits), so skipping it for a
         # complete slice changes nothing, and no synchronisation happens inside the branch.
         complete = tf.reduce_all(mask > 0.5)
@@ -356,11 +398,12 @@ class RealNVP(GenerativeImputer):
     # Evaluation (NumPy in, NumPy out).
 
     def bits_per_dim(self, images: np.ndarray, *, seed: int = 0, batch_size: int = 500) -> np.ndarray:
-        """Per-digit bits per dimension of complete digits (fixed dequantisation draws)."""
+        """Per-image bits per dimension of complete images (fixed dequantisation draws)."""
         if getattr(self, "_bits_per_dim_fn", None) is None:
             self._bits_per_dim_fn = tf.function(
                 self.bits_per_dim_batch,
-                input_signature=[tf.TensorSpec([None, 28, 28, 1], tf.float32), tf.TensorSpec([2], tf.int32)])
+                input_signature=[tf.TensorSpec([None, *self.data_shape], tf.float32),
+                                 tf.TensorSpec([2], tf.int32)])
         images = np.asarray(images, np.float32)
         return np.concatenate([
             self._bits_per_dim_fn(images[i:i + batch_size], tf.constant([seed, i], tf.int32)).numpy()

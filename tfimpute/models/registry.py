@@ -64,18 +64,30 @@ class ModelSpec:
         """The settings of the model, in constructor order (the arguments fixed by the name excluded)."""
         return {name: field for name, field in settings_of(self.cls).items() if name not in self.fixed}
 
-    def build(self, settings: dict[str, Any] | None = None):
-        """A fresh model from ``settings`` (field name -> value; absent or None: the default).
+    def build(self, settings: dict[str, Any] | None = None, data_shape: tuple[int, ...] | None = None):
+        """A fresh model from ``settings`` (field name -> value; absent or None: the default) for
+        examples of ``data_shape`` (default: the model's, MNIST's).
 
         A value the model refuses (e.g. ``hidden_units=0``) raises ``InvalidInputError``
-        naming the flag.
+        naming the flag; an image-only model refuses vectors in one line naming the models that take them.
         """
         given = {name: value for name, value in (settings or {}).items()
                  if name in self.fields and value is not None}
+        if data_shape is not None:
+            self.check_data_shape(data_shape)
+            given["data_shape"] = tuple(data_shape)
         try:
             return self.cls(name=self.name, **self.fixed, **given)
         except ValueError as exc:
             raise InvalidInputError(str(exc)) from None
+
+    def check_data_shape(self, data_shape: tuple[int, ...]) -> None:
+        """Refuses vectors for an image-only model, naming the models that accept them."""
+        if len(data_shape) == 1 and not self.cls.accepts_vectors:
+            takers = [spec.name for spec in specs() if spec.cls.accepts_vectors]
+            raise InvalidInputError(
+                f"--model={self.name} works on images [H, W, C] only; the data are vectors of "
+                f"{data_shape[0]} values (models for vectors: {', '.join(takers)})")
 
     def settings_for_data(self, settings: dict[str, Any], train_data) -> dict[str, Any]:
         """``settings`` with what depends on the training data resolved (e.g. the RBM's rank 'auto')."""

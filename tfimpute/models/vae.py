@@ -1,9 +1,14 @@
 """Variational autoencoder for incomplete data (seed ``002_*.txt`` §1; Kingma & Welling 2013).
 
-Encoder q(z | x_o, m) = N(μ, diag σ²): an MLP on the observed pixels (missing
-ones zeroed) concatenated with the mask, so that a missing pixel and a black
-one differ. Decoder p(x | z): independent Bernoulli pixels with probabilities
-σ(decoder(z)). Prior p(z) = N(0, I).
+Works on the data's shape ``data_shape``: images (H, W, C) or vectors (D,), over
+D = prod(data_shape) values in [0, 1] (D = H·W·C for images; 784 for MNIST digits;
+tables are min-max scaled to [0, 1] by the data layer). Both networks are fully
+connected over the D values flattened, so nothing depends on the layout.
+
+Encoder q(z | x_o, m) = N(μ, diag σ²): an MLP on the observed values (missing
+ones zeroed) concatenated with the mask (2·D inputs), so that a missing pixel and
+a black one differ. Decoder p(x | z): D independent Bernoulli values with
+probabilities σ(decoder(z)). Prior p(z) = N(0, I).
 
 Training maximises the ELBO of the OBSERVED pixels (seed Q1.10 with the
 likelihood restricted to x_o, as in MIWAE / partial VAEs):
@@ -29,6 +34,10 @@ Imputation (``impute_mode``):
   encoder and decoder passes. For a VAE trained on incomplete digits a
   completed digit is unlike anything its encoder saw, and the chain drifts
   (on MNIST I.M. 0.6, 10 steps impute worse than 1); prefer ``importance``.
+
+Figures quoted for MNIST are for D = 784; for data_shape (28, 28, 1) the layers,
+variable shapes and initialiser seeds are those of the versions that knew MNIST
+only, so their checkpoints load and impute bit-identically.
 """
 
 from __future__ import annotations
@@ -49,7 +58,6 @@ from tfimpute.models.registry import Setting, register_model
 from tfimpute.models.replicas import StepDraws, replica_mean
 
 IMPUTE_MODES = ("importance", "pseudo_gibbs")
-PIXELS = 784
 
 
 def gaussian_kl(mean: tf.Tensor, log_variance: tf.Tensor) -> tf.Tensor:
@@ -58,7 +66,7 @@ def gaussian_kl(mean: tf.Tensor, log_variance: tf.Tensor) -> tf.Tensor:
 
 
 def bernoulli_log_likelihood(images: tf.Tensor, logits: tf.Tensor, mask: tf.Tensor) -> tf.Tensor:
-    """Σ_i m_i [x_i log p_i + (1 - x_i) log(1 - p_i)], p = σ(logits); inputs flat [..., 784]."""
+    """Σ_i m_i [x_i log p_i + (1 - x_i) log(1 - p_i)], p = σ(logits); inputs flat [..., D]."""
     return -tf.reduce_sum(
         mask * tf.nn.sigmoid_cross_entropy_with_logits(labels=images, logits=logits), axis=-1)
 
@@ -81,7 +89,10 @@ def _mlp(units: list[int], output_units: int, input_units: int, seed: int, name:
 
 @register_model("vae", summary="VAE of seed 002 §1, ELBO over the observed pixels")
 class VAE(GenerativeImputer):
-    """VAE with a Bernoulli decoder, trained on the observed pixels of incomplete digits.
+    """VAE with a Bernoulli decoder, trained on the observed values of incomplete examples.
+
+    Images [H, W, C] or vectors [D] (``data_shape``); encoder and decoder are MLPs over the
+    D = prod(data_shape) values.
 
     ``vae_impute_mode``: "importance" (K = ``vae_impute_samples`` draws) or "pseudo_gibbs"
     (T = ``vae_gibbs_steps`` iterations); see the module docstring.
@@ -125,33 +136,38 @@ class VAE(GenerativeImputer):
         self.gibbs_steps = gibbs_steps
         self.set_optimizer_settings(optimizer, learning_rate, momentum)
         self.seed = seed
-        self.encoder = _mlp(hidden_units, 2 * latent_dim, 2 * PIXELS, seed, "encoder")
-        self.decoder = _mlp(hidden_units[::-1], PIXELS, latent_dim, seed + 100, "decoder")
+        # D = prod(data_shape) values per example (784 for MNIST: the layers and seeds of old checkpoints).
+        self.num_values = int(np.prod(self.data_shape))
+        self.encoder = _mlp(hidden_units, 2 * latent_dim, 2 * self.num_values, seed, "encoder")
+        self.decoder = _mlp(hidden_units[::-1], self.num_values, latent_dim, seed + 100, "decoder")
         self.built = True
 
     def get_config(self) -> dict:
-        return {"latent_dim": self.latent_dim, "vae_hidden_units": list(self.hidden_units),
+        return {**super().get_config(), "latent_dim": self.latent_dim, "vae_hidden_units": list(self.hidden_units),
                 "vae_impute_mode": self.impute_mode, "vae_impute_samples": self.impute_samples,
                 "vae_gibbs_steps": self.gibbs_steps, "optimizer": self.optimizer_name,
-                "learning_rate": self.learning_rate, "momentum": self.momentum, "seed": self.seed,
-                "name": self.name}
+                "learning_rate": self.learning_rate, "momentum": self.momentum, "seed": self.seed}
 
     # The model's parts, as exported signatures use them.
 
+    def flat(self, values: tf.Tensor) -> tf.Tensor:
+        """[B, *data_shape] -> [B, D]."""
+        return tf.reshape(values, [-1, self.num_values])
+
     def encode(self, images: tf.Tensor, mask: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-        """Mean and log-variance of q(z | x_o, m), each [B, latent_dim]; missing pixels are ignored."""
-        flat_mask = tf.reshape(mask, [-1, PIXELS])
-        flat = tf.reshape(images, [-1, PIXELS]) * flat_mask
+        """Mean and log-variance of q(z | x_o, m), each [B, latent_dim]; missing values are ignored."""
+        flat_mask = self.flat(mask)
+        flat = self.flat(images) * flat_mask
         mean, log_variance = tf.split(self.encoder(tf.concat([flat, flat_mask], axis=-1)), 2, axis=-1)
         return mean, log_variance
 
     def decode_logits(self, z: tf.Tensor) -> tf.Tensor:
-        """Bernoulli logits of p(x | z), flat [B, 784]."""
+        """Bernoulli logits of p(x | z), flat [B, D]."""
         return self.decoder(z)
 
     def decode(self, z: tf.Tensor) -> tf.Tensor:
-        """Pixel probabilities E[x | z] = σ(decoder(z)), images [B, 28, 28, 1]."""
-        return tf.reshape(tf.sigmoid(self.decode_logits(z)), [-1, 28, 28, 1])
+        """Value probabilities E[x | z] = σ(decoder(z)), shaped like the data: [B, *data_shape]."""
+        return tf.reshape(tf.sigmoid(self.decode_logits(z)), [-1, *self.data_shape])
 
     def sample(self, num: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
         """Ancestral sampling (seed Q1.2): z ~ N(0, I), shown as the Bernoulli means E[x | z]."""
@@ -170,7 +186,7 @@ class VAE(GenerativeImputer):
         mean, log_variance = self.encode(images, mask)
         z = mean + tf.exp(0.5 * log_variance) * epsilon
         reconstruction = bernoulli_log_likelihood(
-            tf.reshape(images, [-1, PIXELS]), self.decode_logits(z), tf.reshape(mask, [-1, PIXELS]))
+            self.flat(images), self.decode_logits(z), self.flat(mask))
         kl = gaussian_kl(mean, log_variance)
         return {"neg_elbo": kl - reconstruction, "reconstruction": -reconstruction, "kl": kl}
 
@@ -190,7 +206,7 @@ class VAE(GenerativeImputer):
     def importance_impute(self, images: tf.Tensor, mask: tf.Tensor, seed: tf.Tensor,
                           num_samples: int) -> tf.Tensor:
         """Self-normalised importance estimate of E[x_m | x_o] (MIWAE), streamed over the K draws."""
-        flat, flat_mask = tf.reshape(images, [-1, PIXELS]), tf.reshape(mask, [-1, PIXELS])
+        flat, flat_mask = self.flat(images), self.flat(mask)
         mean, log_variance = self.encode(images, mask)
         std = tf.exp(0.5 * log_variance)
         batch = tf.shape(mean)[0]
@@ -239,9 +255,9 @@ class VAE(GenerativeImputer):
 
     def neg_elbo(self, images: np.ndarray, mask: np.ndarray | None = None, *, seed: int = 0,
                  batch_size: int = 1000) -> np.ndarray:
-        """Per-digit negative ELBO in nats over the observed pixels (all pixels when ``mask`` is None)."""
+        """Per-example negative ELBO in nats over the observed values (all values when ``mask`` is None)."""
         if getattr(self, "_neg_elbo_fn", None) is None:
-            spec = tf.TensorSpec([None, 28, 28, 1], tf.float32)
+            spec = tf.TensorSpec([None, *self.data_shape], tf.float32)
             self._neg_elbo_fn = tf.function(
                 lambda x, m, s: self.neg_elbo_terms(x, m, s)["neg_elbo"],
                 input_signature=[spec, spec, tf.TensorSpec([2], tf.int32)])
@@ -258,7 +274,10 @@ class VAE(GenerativeImputer):
                 "neg_elbo_observed_pixels": float(self.neg_elbo(images * mask, mask).mean())}
 
     def manifold_grid(self, points_per_side: int = 20) -> np.ndarray:
-        """Seed Q1.15 (2-D latent only): E[x | z] over a grid of z through the inverse normal CDF."""
+        """Seed Q1.15 (2-D latent, images only): E[x | z] over a grid of z through the inverse normal CDF."""
+        if not self.is_image_model:
+            raise ValueError(f"the manifold grid shows images; {self.name} models vectors of "
+                             f"{self.num_values} values")
         quantiles = tf.linspace(0.5 / points_per_side, 1.0 - 0.5 / points_per_side, points_per_side)
         values = tfp.distributions.Normal(0.0, 1.0).quantile(quantiles)
         z1, z2 = tf.meshgrid(values, values[::-1])
@@ -267,7 +286,10 @@ class VAE(GenerativeImputer):
         return visualize.image_grid([images[i * n:(i + 1) * n] for i in range(n)], padding=0)
 
     def epoch_images(self, epoch: int, epochs: int) -> list[EpochImage]:
-        """The sample grids, and with a 2-D latent the manifold (``manifold.png``, every epoch)."""
+        """The sample grids, and with a 2-D latent the manifold (``manifold.png``, every epoch);
+        none for vectors (no picture of a table row)."""
+        if not self.is_image_model:
+            return []
         images = super().epoch_images(epoch, epochs)
         if self.latent_dim == 2:
             images.append(EpochImage(self.manifold_grid(), file="manifold.png", scale=2))
@@ -286,9 +308,9 @@ class VAE(GenerativeImputer):
 
         z_spec = {"z": tf.TensorSpec([None, self.latent_dim], tf.float32, name="z")}
         return {**super().serving_signatures(),
-                **signatures.stochastic_impute_signatures(self.impute_batch),
+                **signatures.stochastic_impute_signatures(self.impute_batch, self.data_shape),
                 "encode": signatures.ServingSignature(
-                    signatures.image_inputs(), encode,
+                    signatures.image_inputs(self.data_shape), encode,
                     f"mean and log-variance of q(z | x_o, m), [batch, {self.latent_dim}] each"),
                 "decode": signatures.ServingSignature(z_spec, decode, "pixel probabilities E[x | z]")}
 

@@ -39,16 +39,16 @@ READY_LINE = re.compile(r"REST http://(?P<host>[^:]+):(?P<rest>\d+) gRPC [^:]+:(
 UNTRAINED_MODEL = "lmrbm"  # the paper's model, served when no --workdir is given
 
 
-def one_digit(seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """A binary-ish digit-sized input with 60% of pixels missing (cost does not depend on values)."""
+def one_example(data_shape: tuple[int, ...], seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """A binary-ish input of the served shape with 60% of entries missing (cost does not depend on values)."""
     rng = np.random.default_rng(seed)
-    images = (rng.random((1, 28, 28, 1)) < 0.15).astype(np.float32)
-    mask = (rng.random((1, 28, 28, 1)) >= 0.6).astype(np.float32)
+    images = (rng.random((1, *data_shape)) < 0.15).astype(np.float32)
+    mask = (rng.random((1, *data_shape)) >= 0.6).astype(np.float32)
     return images * mask, mask
 
 
 def latencies_ms(client: ServingClient, requests: int, warmup: int) -> np.ndarray:
-    images, mask = one_digit()
+    images, mask = one_example(client.data_shape())
     for _ in range(warmup):
         client.impute(images, mask)
     times = []
@@ -61,8 +61,8 @@ def latencies_ms(client: ServingClient, requests: int, warmup: int) -> np.ndarra
 
 def throughput(make_client, concurrency: int, requests_per_client: int) -> float:
     """Requests per second with ``concurrency`` threads, each with its own client."""
-    images, mask = one_digit()
     clients = [make_client() for _ in range(concurrency)]
+    images, mask = one_example(clients[0].data_shape())
     for client in clients:
         client.impute(images, mask)  # connect and fetch metadata before the clock starts
     start = threading.Barrier(concurrency + 1)

@@ -12,11 +12,12 @@ Command line (PNG or NumPy digits plus masks in, imputed PNGs out)::
     python -m tfimpute.serving.client --protocol=rest --server=127.0.0.1:8501 --model=lmrbm \\
         --images=digits.npy --masks=masks.npy --output_dir=/tmp/imputed
 
-A PNG digit is a 28x28 grayscale image (pixel / 255); a PNG mask is white where
-the pixel is observed and black where it is missing. ``.npy`` files hold
-[N, 28, 28, 1], [N, 28, 28] or [N, 784] arrays (masks: 1 = observed). Writes one
-``<input>_imputed.png`` per digit, ``imputed.npy`` and ``grid.png`` (observed
-with missing pixels in blue, above the imputed digits).
+The served model's shape comes from its metadata. A PNG image is read as grayscale or
+RGB to match it (pixel / 255); a PNG mask is white where the pixel is observed and black
+where it is missing. ``.npy`` files hold [N, *shape] arrays (images also [N, H, W] with one
+channel, or flattened; masks: 1 = observed). Writes ``imputed.npy`` and, for images, one
+``<input>_imputed.png`` per image and ``grid.png`` (observed with missing pixels in blue,
+above the imputed images).
 
 Both clients raise :class:`tfimpute.serving.status.ServingError` with the gRPC
 status code (REST statuses are mapped back: 400 -> INVALID_ARGUMENT, 404 ->
@@ -47,7 +48,7 @@ from tensorflow_serving.apis import (get_model_metadata_pb2, get_model_status_pb
 from tfimpute import visualize
 from tfimpute.errors import InvalidInputError
 from tfimpute.serving.status import DEFAULT_SIGNATURE, ServingError
-from tfimpute.validation import as_image_batch, check_images_and_mask
+from tfimpute.validation import as_batch, check_images_and_mask
 
 SAMPLE_SIGNATURE = "impute_sample"
 DEFAULT_ADDRESS = {"rest": "127.0.0.1:8501", "grpc": "127.0.0.1:8500"}  # TF Serving's default ports
@@ -80,13 +81,18 @@ class ServingClient(abc.ABC):
             self._signatures = {k: v for k, v in self.metadata().items() if not k.startswith("__")}
         return self._signatures
 
-    def impute(self, images, mask, seeds: Sequence[int] | int | None = None) -> np.ndarray:
-        """Imputed digits [N, 28, 28, 1]: ``serving_default``, or ``impute_sample`` when seeds are given.
+    def data_shape(self) -> tuple[int, ...]:
+        """One example's shape, as ``serving_default``'s ``images`` input declares it."""
+        dims = self.signatures()[DEFAULT_SIGNATURE]["inputs"]["images"]["tensor_shape"]["dim"]
+        return tuple(int(dim["size"]) for dim in dims[1:])
 
-        ``seeds``: one int per digit, or one int for all digits; inputs are
+    def impute(self, images, mask, seeds: Sequence[int] | int | None = None) -> np.ndarray:
+        """Imputed examples [N, *data_shape]: ``serving_default``, or ``impute_sample`` when seeds are given.
+
+        ``seeds``: one int per example, or one int for all; inputs are
         validated locally first (same rules as ``Imputer.impute``).
         """
-        images, mask = check_images_and_mask(images, mask)
+        images, mask = check_images_and_mask(images, mask, self.data_shape())
         inputs = {"images": images, "mask": mask}
         if seeds is None:
             return self.predict(inputs)["imputed"]
@@ -236,11 +242,12 @@ def connect(protocol: str, address: str, model: str, version: int | None = None,
     raise InvalidInputError(f"protocol must be 'rest' or 'grpc', got {protocol!r}")
 
 
-def _read_file(path: str, kind: str) -> np.ndarray:
-    """One PNG (a digit; masks: white = observed) or .npy file as an [N, ...] float32 array."""
+def _read_file(path: str, kind: str, channels: int) -> np.ndarray:
+    """One PNG (an image; masks: white = observed) or .npy file as an [N, ...] float32 array."""
     try:
         if path.lower().endswith(".png"):
-            pixels = np.asarray(Image.open(path).convert("L"), dtype=np.float32)
+            pixels = np.asarray(Image.open(path).convert("L" if channels == 1 else "RGB"), dtype=np.float32)
+            pixels = pixels.reshape(*pixels.shape[:2], -1)
             return ((pixels >= 128).astype(np.float32) if kind == "mask" else pixels / 255.0)[None]
         if path.lower().endswith(".npy"):
             return np.atleast_2d(np.load(path)).astype(np.float32)
@@ -249,11 +256,13 @@ def _read_file(path: str, kind: str) -> np.ndarray:
     raise InvalidInputError(f"{path}: expected a .png or .npy file")
 
 
-def read_digits(paths: Sequence[str], kind: str) -> tuple[np.ndarray, list[str]]:
-    """Images or masks from PNG and .npy files, as [N, 28, 28, 1] float32, plus a name per digit."""
+def read_digits(paths: Sequence[str], kind: str, data_shape: tuple[int, ...]) -> tuple[np.ndarray, list[str]]:
+    """Images or masks from PNG and .npy files, as [N, *data_shape] float32, plus a name per example."""
+    if len(data_shape) != 3 and any(path.lower().endswith(".png") for path in paths):
+        raise InvalidInputError(f"the model imputes vectors of {data_shape[0]} values: give .npy files, not PNG")
     arrays, names = [], []
     for path in paths:
-        array = as_image_batch(_read_file(path, kind), f"{kind} {path}")
+        array = as_batch(_read_file(path, kind, data_shape[-1]), f"{kind} {path}", data_shape)
         stem = os.path.splitext(os.path.basename(path))[0]
         names += [f"{stem}_{i:03d}" for i in range(len(array))] if len(array) > 1 else [stem]
         arrays.append(array)
@@ -262,12 +271,15 @@ def read_digits(paths: Sequence[str], kind: str) -> tuple[np.ndarray, list[str]]
 
 def write_imputations(output_dir: str, names: list[str], observed: np.ndarray, mask: np.ndarray,
                       imputed: np.ndarray) -> None:
-    """One PNG per imputed digit, ``imputed.npy`` and ``grid.png`` (observed over imputed)."""
+    """``imputed.npy``; for images also one PNG per imputed image and ``grid.png`` (observed over imputed)."""
     os.makedirs(output_dir, exist_ok=True)
-    for name, digit in zip(names, imputed):
-        Image.fromarray((np.clip(digit[..., 0], 0.0, 1.0) * 255).round().astype(np.uint8)).save(
-            os.path.join(output_dir, f"{name}_imputed.png"))
     np.save(os.path.join(output_dir, "imputed.npy"), imputed)
+    if imputed.ndim != 4:
+        return
+    for name, image in zip(names, imputed):
+        pixels = (np.clip(image, 0.0, 1.0) * 255).round().astype(np.uint8)
+        Image.fromarray(pixels[..., 0] if pixels.shape[-1] == 1 else pixels).save(
+            os.path.join(output_dir, f"{name}_imputed.png"))
     visualize.save_png(visualize.image_grid([observed * mask, imputed], masks=[mask, None]),
                        os.path.join(output_dir, "grid.png"))
 
@@ -280,13 +292,14 @@ def main(argv: list[str]) -> None:
         raise InvalidInputError("--images, --masks and --output_dir are required")
     if FLAGS.timeout <= 0:
         raise InvalidInputError(f"--timeout must be > 0 seconds, got {FLAGS.timeout}")
-    images, names = read_digits(FLAGS.images, "images")
-    mask, _ = read_digits(FLAGS.masks, "mask")
-    images, mask = check_images_and_mask(images, mask)
-    seeds = None if FLAGS.seed is None else FLAGS.seed + np.arange(len(images))
     server = FLAGS.server or DEFAULT_ADDRESS[FLAGS.protocol]
     client = connect(FLAGS.protocol, server, FLAGS.model, FLAGS.version, timeout=FLAGS.timeout)
     try:
+        data_shape = client.data_shape()
+        images, names = read_digits(FLAGS.images, "images", data_shape)
+        mask, _ = read_digits(FLAGS.masks, "mask", data_shape)
+        images, mask = check_images_and_mask(images, mask, data_shape)
+        seeds = None if FLAGS.seed is None else FLAGS.seed + np.arange(len(images))
         imputed = client.impute(images, mask, seeds)
     except ServingError as error:
         raise InvalidInputError(f"request to {server} over {FLAGS.protocol} failed: {error}") from None

@@ -186,7 +186,7 @@ def check_inputs(servable: LoadedVersion, signature_name: str, inputs: dict[str,
                           f"(None = any size), got {list(array.shape)}")
     if "images" in inputs and "mask" in inputs:
         try:
-            check_images_and_mask(inputs["images"], inputs["mask"])
+            check_images_and_mask(inputs["images"], inputs["mask"], tuple(specs["images"].shape.as_list()[1:]))
         except InvalidInputError as exc:
             raise invalid(str(exc)) from None
 
