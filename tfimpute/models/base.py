@@ -107,6 +107,8 @@ class Imputer(keras.Model):
     complete_training_data_by_default = False
     # Settings renamed since workdirs were first written: {old get_config key: new key}.
     renamed_settings: dict[str, str] = {}
+    # Constructor arguments that settings_for_data derives from the training data (not flags).
+    data_settings: tuple[str, ...] = ()
     # get_config() keys older versions wrote that are now derived from data_shape (dropped on reading).
     derived_settings: tuple[str, ...] = ()
     # Settings small enough to train and export in seconds: the contract test (tests/test_contract.py)

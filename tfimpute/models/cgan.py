@@ -1,8 +1,9 @@
 """Conditional GAN (seed ``004_*.txt`` §5.1; Mirza & Osindero 2014) on the DCGAN networks.
 
 Generator and discriminator are both fed the example's class: the generator the
-one-hot label appended to z, the discriminator the one-hot label as 10
-constant image channels after the image's C. Images of any shape (H, W, C), as
+one-hot label appended to z, the discriminator the one-hot label as ``num_classes``
+constant image channels after the image's C. The number of classes comes from the
+training labels (MNIST: 10). Images of any shape (H, W, C), as
 DCGAN; no vectors (``accepts_vectors = False``, inherited). Training, AmbientGAN
 masking for incomplete data and latent-search imputation are DCGAN's
 (:mod:`tfimpute.models.dcgan`); the search can be told a digit's class
@@ -22,14 +23,34 @@ from tfimpute.models.dcgan import DCGAN, check_labels_known
 from tfimpute.models.registry import register_model
 from tfimpute.signatures import checked_classes
 
-NUM_CLASSES = 10
+MNIST_CLASSES = 10  # what workdirs written before num_classes was stored were trained on
 
 
 @register_model("cgan", summary="conditional GAN on the DCGAN networks (seed 004 §5.1)")
 class CGAN(DCGAN):
-    """DCGAN conditioned on the class (one of ``NUM_CLASSES`` = 10, MNIST's digits)."""
+    """DCGAN conditioned on the class (one of ``num_classes``, from the data: MNIST's 10 digits)."""
 
-    num_classes = NUM_CLASSES
+    data_settings = ("num_classes",)
+
+    def __init__(self, num_classes: int = MNIST_CLASSES, **kwargs):
+        if num_classes < 1:
+            raise ValueError(f"cgan needs at least one class, got num_classes={num_classes}")
+        self.num_classes = int(num_classes)  # read by DCGAN's constructor to size the networks
+        super().__init__(**kwargs)
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "num_classes": self.num_classes}
+
+    @classmethod
+    def upgraded_config(cls, config: dict) -> dict:
+        """Workdirs written before ``num_classes`` was stored were trained on MNIST's digits."""
+        return {"num_classes": MNIST_CLASSES, **super().upgraded_config(config)}
+
+    @classmethod
+    def settings_for_data(cls, settings: dict, train_data: IncompleteData) -> dict:
+        """``num_classes``: one more than the largest training label (the labels must be known)."""
+        check_labels_known(train_data, "cgan")
+        return {**settings, "num_classes": int(train_data.labels.max()) + 1}
 
     def prepare(self, train_data: IncompleteData) -> None:
         check_labels_known(train_data, self.name)

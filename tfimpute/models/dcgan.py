@@ -351,6 +351,6 @@ class DCGAN(Imputer):
 
 
 def check_labels_known(train_data: IncompleteData, model_name: str) -> None:
-    """Class-conditional training needs every digit's label."""
+    """Class-conditional training needs every example's label."""
     if train_data.labels is None or np.any(train_data.label_array() < 0):
-        raise InvalidInputError(f"--model={model_name} needs the digit labels of the training data")
+        raise InvalidInputError(f"--model={model_name} needs the labels of the training data (csv: --label_column; images: one sub-folder per class; npz: y)")

@@ -72,7 +72,7 @@ class ModelSpec:
         naming the flag; an image-only model refuses vectors in one line naming the models that take them.
         """
         given = {name: value for name, value in (settings or {}).items()
-                 if name in self.fields and value is not None}
+                 if (name in self.fields or name in self.cls.data_settings) and value is not None}
         if data_shape is not None:
             self.check_data_shape(data_shape)
             given["data_shape"] = tuple(data_shape)
@@ -106,13 +106,18 @@ _MODELS: dict[str, ModelSpec] = {}
 
 def settings_of(cls: type) -> dict[str, Field]:
     """The ``Setting``-annotated constructor arguments of ``cls`` (its own and its parents' signature)."""
-    hints = typing.get_type_hints(cls.__init__, include_extras=True)
     fields = {}
-    for parameter in inspect.signature(cls.__init__).parameters.values():
-        setting = next((meta for meta in getattr(hints.get(parameter.name), "__metadata__", ())
-                        if isinstance(meta, Setting)), None)
-        if setting is not None:
-            fields[parameter.name] = Field(parameter.name, parameter.default, setting.help, setting.choices)
+    # A constructor that passes **kwargs on (CGAN's) hides its parents' arguments from its own
+    # signature: every constructor in the class's ancestry is read, the nearest one winning.
+    for klass in reversed(cls.__mro__):
+        if "__init__" not in vars(klass):
+            continue
+        hints = typing.get_type_hints(klass.__init__, include_extras=True)
+        for parameter in inspect.signature(klass.__init__).parameters.values():
+            setting = next((meta for meta in getattr(hints.get(parameter.name), "__metadata__", ())
+                            if isinstance(meta, Setting)), None)
+            if setting is not None:
+                fields[parameter.name] = Field(parameter.name, parameter.default, setting.help, setting.choices)
     return fields
 
 
