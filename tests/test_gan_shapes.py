@@ -202,3 +202,17 @@ def test_image_only_gans_refuse_vectors(name):
         spec.cls(name=name, data_shape=VECTOR_SHAPE, **spec.fixed, **spec.cls.tiny_settings)
     with pytest.raises(InvalidInputError, match=r"images \[H, W, C\] only"):
         spec.build(spec.cls.tiny_settings, data_shape=VECTOR_SHAPE)
+
+
+def test_cgan_with_two_classes_exports(tmp_path):
+    from tfimpute import masks, savedmodel
+
+    spec = registry.get("cgan")
+    data = masks.make_incomplete(np.random.default_rng(0).random((4, 6, 6, 1)).astype(np.float32),
+                                 np.ones((4, 6, 6, 1), np.float32), np.array([0, 1, 0, 1]))
+    settings = spec.settings_for_data({**spec.cls.tiny_settings}, data)
+    assert settings["num_classes"] == 2
+    model = spec.build(settings, data_shape=(6, 6, 1))
+    model.compile()
+    model.prepare(data)
+    savedmodel.export_model(model, str(tmp_path), "cgan")  # probe labels are classes 0 and 1 only

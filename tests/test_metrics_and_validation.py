@@ -30,8 +30,17 @@ def test_rmse_skips_complete_images_and_rejects_all_complete():
     imputed = true.copy()
     imputed[0, 0, 0] = 0.3
     assert metrics.missing_rmse(true, imputed, mask) == pytest.approx(0.3)
-    with pytest.raises(InvalidInputError, match="no image has a missing pixel"):
+    with pytest.raises(InvalidInputError, match="no example has a missing entry with a known value"):
         metrics.missing_rmse(true, imputed, np.ones_like(true))
+
+
+def test_rmse_never_scores_entries_the_data_itself_misses():
+    true = np.array([[0.2, 0.4, 0.6, 0.8]], np.float32)
+    imputed = np.array([[0.2, 0.5, 0.6, 0.0]], np.float32)
+    test_mask = np.array([[1, 0, 1, 0]], np.float32)  # the test masking hides entries 1 and 3
+    data_mask = np.array([[1, 1, 1, 0]], np.float32)  # ... but the data never had entry 3
+    assert metrics.missing_rmse(true, imputed, test_mask, data_mask) == pytest.approx(0.1)
+    assert metrics.missing_rmse(true, imputed, test_mask) == pytest.approx(np.sqrt((0.01 + 0.64) / 2))
 
 
 def test_validation_accepts_three_layouts():

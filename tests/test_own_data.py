@@ -62,7 +62,7 @@ def test_a_csv_with_holes_trains_fills_and_exports(wine_csv, tmp_path):
     assert trained.returncode == 0, trained.stderr
     assert "training on the data's own holes (no missingness flag given)" in trained.stdout
     metrics = json.loads(trained.stdout.strip().splitlines()[-1])
-    assert metrics["complete_training_data"] and 0 < metrics["test_rmse"] < 0.5
+    assert metrics["own_holes_only"] and 0 < metrics["test_rmse"] < 0.5
     with open(workdir / "config.json") as f:
         codec = json.load(f)["codec"]
     assert [c["name"] for c in codec["columns"]][-1] == "colour" and codec["shape"] == [13 + 3]
@@ -165,13 +165,63 @@ def test_vectors_with_mnar_holes_evaluate_with_raw_units_and_wasserstein(tmp_pat
 @pytest.mark.parametrize("args,message", [
     (["--model=dcgan", "--dataset=csv:WINE", "--label_column=class", "--categorical_columns=colour"],
      "--model=dcgan works on images [H, W, C] only; the data are vectors of 16 values (models for vectors: "),
-    (["--dataset=csv:WINE", "--label_column=class"], "column 'colour' holds text"),
-    (["--dataset=csv:WINE", "--label_column=class", "--categorical_columns=colour", "--missingness=square"],
-     "--missingness=square needs images; on vectors choose one of independent, mar, mnar"),
     (["--dataset=csv:WINE", "--label_column=class", "--categorical_columns=colour", "--batch_size=500"],
      "160 training examples, fewer than one batch (--batch_size=500)"),
 ])
 def test_bad_own_data_gives_one_line_errors(wine_csv, tmp_path, args, message):
+    """Through the program (the library's messages for the other cases: test_datasets, test_masks)."""
     args = [arg.replace("WINE", wine_csv) for arg in args]
     result = run("tfimpute.train", f"--workdir={tmp_path}", "--epochs=1", *args)
     assert message in one_line_error(result)
+
+
+def fill_with_half(x: np.ndarray) -> np.ndarray:
+    """A stand-in imputer on raw values: every missing entry becomes 0.5."""
+    return np.where(np.isnan(x), 0.5, x).astype(np.float32)
+
+
+def test_fill_npz_keeps_observed_values_bytes_and_every_other_array(tmp_path):
+    from tfimpute.datasets import Codec
+
+    images = np.arange(2 * 3 * 4, dtype=np.uint8).reshape(2, 3, 4) * 10
+    mask = np.ones_like(images)
+    mask[0, 1, 2] = 0
+    np.savez(tmp_path / "in.npz", x=images, mask=mask, y=np.array([3, 4]))
+    count, holes = filling.fill_npz(str(tmp_path / "in.npz"), str(tmp_path / "out.npz"),
+                                    Codec.identity((3, 4, 1)), fill_with_half)
+    with np.load(tmp_path / "out.npz", allow_pickle=False) as out:
+        assert (count, holes) == (2, 1) and out["x"].dtype == np.uint8
+        expected = images.copy()
+        expected[0, 1, 2] = 128  # round(0.5 * 255)
+        np.testing.assert_array_equal(out["x"], expected)
+        np.testing.assert_array_equal(out["mask"], mask)
+        np.testing.assert_array_equal(out["y"], [3, 4])
+    # uint8 vectors are numbers, not pixels: no 1/255 scaling.
+    np.savez(tmp_path / "vectors.npz", x=np.array([[200, 7]], np.uint8), mask=np.array([[1, 0]]))
+    filling.fill_npz(str(tmp_path / "vectors.npz"), str(tmp_path / "vectors_out.npz"), Codec.identity((2,)),
+                     fill_with_half)
+    with np.load(tmp_path / "vectors_out.npz", allow_pickle=False) as out:
+        np.testing.assert_array_equal(out["x"], np.array([[200.0, 0.5]], np.float32))
+
+
+def test_fill_csv_fills_only_missing_cells_and_decodes_categories(tmp_path):
+    from tfimpute.datasets import Codec
+
+    path = tmp_path / "t.csv"
+    path.write_text("size,colour,label\n1.5,red,a\n,blue,b\n3.0,NA,a\n2.0,purple,b\n")
+    codec = Codec("table", (4,), [1.0, 0, 0, 0], [2.0, 1, 1, 1], (
+        {"name": "size", "kind": "numeric", "start": 0, "width": 1},
+        {"name": "colour", "kind": "categorical", "start": 1, "width": 3, "categories": ["blue", "green", "red"]}))
+
+    def prefer_green(x: np.ndarray) -> np.ndarray:  # raw layout: size, blue, green, red
+        filled = np.where(np.isnan(x), 0.0, x)
+        filled[np.isnan(x[:, 0]), 0] = 2.5
+        filled[np.isnan(x[:, 2]), 2] = 0.9
+        return filled.astype(np.float32)
+
+    count, holes = filling.fill_csv(str(path), str(tmp_path / "out.csv"), codec, prefer_green)
+    with open(tmp_path / "out.csv") as f:
+        rows = list(csv.reader(f))
+    assert (count, holes) == (4, 3)  # the empty size, the NA colour, the unknown category purple
+    assert rows == [["size", "colour", "label"], ["1.5", "red", "a"], ["2.5", "blue", "b"],
+                    ["3.0", "green", "a"], ["2.0", "green", "b"]]

@@ -136,7 +136,7 @@ def main(argv: list[str]) -> None:
     if FLAGS.dataset == "mnist":
         observed, mask, labels = benchmark_batch(FLAGS.batch_size)
     else:
-        dataset = cli.load_dataset(cli.dataset_options(), FLAGS.train_size or FLAGS.batch_size, None, 0)
+        dataset = cli.load_dataset(cli.dataset_options(), FLAGS.train_size or FLAGS.batch_size, None)
         spec.check_data_shape(dataset.shape)
         observed, mask, labels = dataset_batch(dataset, FLAGS.batch_size)
     settings = spec.settings_for_data(cli.settings_from_flags(spec), IncompleteData(observed, mask, labels))

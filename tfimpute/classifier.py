@@ -118,10 +118,11 @@ def train_classifier(dataset: Dataset | Mnist, classifier_dir: str, epochs: int,
     train_x, test_x = reference_examples(dataset), dataset.test_x
     finished = _read_metrics(classifier_dir)
     if finished is not None:
-        requested = {"train_size": len(train_x), "epochs": epochs, "batch_size": batch_size,
-                     "seed": seed}
-        differences = [f"{key}: {finished.get(key)!r} in the directory, {value!r} now"
-                       for key, value in requested.items() if finished.get(key) != value]
+        requested = {"dataset": dataset.name, "train_size": len(train_x), "epochs": epochs,
+                     "batch_size": batch_size, "seed": seed}
+        trained = {**finished, "dataset": finished.get("dataset", "mnist")}  # older classifiers: MNIST
+        differences = [f"{key}: {trained.get(key)!r} in the directory, {value!r} now"
+                       for key, value in requested.items() if trained.get(key) != value]
         if differences:
             raise WorkdirError(f"{classifier_dir} holds a classifier trained otherwise ({'; '.join(differences)}); "
                                "use a new --workdir or the original settings")
@@ -164,14 +165,18 @@ def train_classifier(dataset: Dataset | Mnist, classifier_dir: str, epochs: int,
 
 
 class FeatureFid:
-    """FID of image sets against the complete training digits, in a trained classifier's features."""
+    """FID of example sets against the training examples, in the features of a classifier trained on
+    ``dataset`` (its name; classifiers written before datasets were recorded are MNIST's)."""
 
-    def __init__(self, classifier_dir: str):
+    def __init__(self, classifier_dir: str, dataset: str = "mnist"):
         self.info = _read_metrics(classifier_dir)
         if self.info is None:
             raise WorkdirError(
-                f"{classifier_dir}: no trained MNIST classifier; train one with `python -m tfimpute.train "
-                f"--model={MODEL_NAME} --data_dir=... --workdir={classifier_dir}`")
+                f"{classifier_dir}: no trained feature classifier; train one with `python -m tfimpute.train "
+                f"--model={MODEL_NAME} --dataset={dataset} --workdir={classifier_dir}`")
+        if self.info.get("dataset", "mnist") != dataset:
+            raise WorkdirError(f"{classifier_dir}: its classifier was trained on {self.info.get('dataset', 'mnist')}, "
+                               f"not on {dataset}; give another --classifier_dir")
         self.classifier_dir = classifier_dir
         self.classifier = keras.models.load_model(os.path.join(classifier_dir, CLASSIFIER_FILE))
         self.extractor = feature_extractor(self.classifier)

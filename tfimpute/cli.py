@@ -63,7 +63,8 @@ def define_dataset_flags() -> None:
                          "paper's first 50,000).")
     flags.DEFINE_integer("test_size", None, "Number of test examples (default: all; MNIST: all 10,000).")
     flags.DEFINE_float("test_fraction", 0.1, "Share of the rows held out for testing when the dataset has "
-                       "no test split of its own (seeded by --mask_seed).")
+                       "no test split of its own (seeded by --split_seed).")
+    flags.DEFINE_integer("split_seed", 0, "Seed of the --test_fraction hold-out.")
     flags.DEFINE_string("label_column", None, "csv: the column holding the class label (kept out of the inputs).")
     flags.DEFINE_list("categorical_columns", [], "csv: text columns to one-hot encode (others must be numeric).")
     flags.DEFINE_string("image_size", None, "images: resize every image to HxW (e.g. 32x32).")
@@ -106,19 +107,18 @@ def dataset_options() -> dict[str, Any]:
     """The reading options of ``--dataset`` that were given (recorded in a workdir's ``data``)."""
     options = {"dataset": FLAGS.dataset}
     if FLAGS.dataset != "mnist":
-        options["test_fraction"] = FLAGS.test_fraction
+        options.update(test_fraction=FLAGS.test_fraction, split_seed=FLAGS.split_seed)
         options.update({name: FLAGS[name].value for name in ("label_column", "categorical_columns", "image_size")
                         if FLAGS[name].value})
     return options
 
 
-def load_dataset(options: dict[str, Any], train_size: int | None, test_size: int | None,
-                 split_seed: int) -> datasets.Dataset:
+def load_dataset(options: dict[str, Any], train_size: int | None, test_size: int | None) -> datasets.Dataset:
     """The dataset of ``options`` (see :func:`dataset_options`)."""
     image_size = options.get("image_size")
     return datasets.load_dataset(
         options.get("dataset", "mnist"), data_dir=FLAGS.data_dir, train_size=train_size, test_size=test_size,
-        test_fraction=options.get("test_fraction", 0.1), split_seed=split_seed,
+        test_fraction=options.get("test_fraction", 0.1), split_seed=options.get("split_seed", 0),
         label_column=options.get("label_column"), categorical_columns=tuple(options.get("categorical_columns", ())),
         image_size=datasets.parse_image_size(image_size) if image_size else None)
 

@@ -305,6 +305,24 @@ def _image_dataset(name: str, train: _Split, test: _Split, label_names: Sequence
                    _image_codec(train.values.shape[1:], label_names))
 
 
+def rescaled(dataset: Dataset, codec: Codec) -> Dataset:
+    """``dataset`` on the scale of ``codec`` (a model's, fitted on the rows it was trained on), which
+    must have the same layout (columns, categories) as the dataset's own codec."""
+    if codec == dataset.codec:
+        return dataset
+    same_layout = (codec.kind, codec.shape, codec.columns) == (dataset.codec.kind, dataset.codec.shape,
+                                                               dataset.codec.columns)
+    if not same_layout:
+        raise DataError(f"{dataset.name}: its columns or categories differ from those the model was trained "
+                        "with; give the dataset flags the model was trained with")
+
+    def recoded(values: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        return np.where(mask > 0.5, codec.scale_values(dataset.codec.unscale_values(values)), 0.0).astype(np.float32)
+
+    return dataclasses.replace(dataset, train_x=recoded(dataset.train_x, dataset.train_mask),
+                               test_x=recoded(dataset.test_x, dataset.test_mask), codec=codec)
+
+
 def as_dataset(dataset: Dataset | data.Mnist) -> Dataset:
     """A :class:`Dataset` as it is; complete MNIST arrays as the ``mnist`` dataset (masks all ones)."""
     if isinstance(dataset, Dataset):

@@ -53,6 +53,7 @@ from tfimpute.training import TrainingOptions
 
 FLAGS = flags.FLAGS
 CLASSIFIER_EPOCHS = 5  # the feature classifier of a dataset other than MNIST, trained when missing
+FEATURE_CLASSIFIER_DIR = "feature_classifier"  # under --workdir, for a dataset other than MNIST
 
 
 def define_flags() -> None:
@@ -88,7 +89,7 @@ def feature_fid(dataset: datasets.Dataset, classifier_dir: str) -> FeatureFid | 
             return None
         print(f"training the feature classifier of the FID on {dataset.name} into {classifier_dir}")
         classifier.train_classifier(dataset, classifier_dir, CLASSIFIER_EPOCHS, FLAGS.batch_size, FLAGS.seed)
-    return FeatureFid(classifier_dir)
+    return FeatureFid(classifier_dir, dataset.name)
 
 
 def main(argv: list[str]) -> None:
@@ -101,26 +102,26 @@ def main(argv: list[str]) -> None:
     cells = plan_cells(FLAGS.methods, FLAGS.missingness, parse_rates(FLAGS.missing_rates))
     output_dir = FLAGS.output_dir or FLAGS.workdir
     options = cli.dataset_options()
-    dataset = cli.load_dataset(options, FLAGS.train_size, FLAGS.test_size, FLAGS.mask_seed)
+    dataset = cli.load_dataset(options, FLAGS.train_size, FLAGS.test_size)
     for cell in cells:
         registry.get(cell.method).check_data_shape(dataset.shape)
+    classifier_dir = FLAGS.classifier_dir or (default_classifier_dir(FLAGS.workdir) if options["dataset"] == "mnist"
+                                              else os.path.join(FLAGS.workdir, FEATURE_CLASSIFIER_DIR))
     settings = EvaluationSettings(repeats=FLAGS.repeats, test_size=len(dataset.test_x),
-                                  test_mask_seed=FLAGS.test_mask_seed,
-                                  classifier_dir=FLAGS.classifier_dir or default_classifier_dir(FLAGS.workdir))
+                                  test_mask_seed=FLAGS.test_mask_seed, classifier_dir=classifier_dir)
+    dataset_data = {} if options["dataset"] == "mnist" else options
     training = None
     if FLAGS.train_missing:
-        dataset_data = {} if options["dataset"] == "mnist" else options
         training = TrainingRequest(
             data={**dataset_data, "train_size": len(dataset.train_x), "test_size": len(dataset.test_x),
                   "mask_seed": FLAGS.mask_seed, "num_patches": FLAGS.num_patches},
             model_settings=cli.all_settings_from_flags(),
             options=TrainingOptions(epochs=FLAGS.epochs, batch_size=FLAGS.batch_size, seed=FLAGS.seed,
                                     checkpoint_minutes=FLAGS.checkpoint_minutes))
-    train_size = max(check_cell(cell, os.path.join(FLAGS.workdir, cell.name), output_dir, settings, training)
-                     for cell in cells)
-    if train_size > len(dataset.train_x):
-        raise InvalidInputError(f"a cell's model was trained on {train_size} examples but --train_size "
-                                f"gives {len(dataset.train_x)}; raise --train_size")
+    train_size = max(check_cell(cell, os.path.join(FLAGS.workdir, cell.name), output_dir, settings, training,
+                                dataset_data) for cell in cells)
+    if train_size > len(dataset.train_x):  # a cell trained on more examples than asked for now
+        dataset = cli.load_dataset(options, train_size, FLAGS.test_size)
     fid = feature_fid(dataset, settings.classifier_dir)
     run_settings = {
         "dataset": options["dataset"],

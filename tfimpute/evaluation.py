@@ -23,9 +23,9 @@ from scipy import stats
 
 from tfimpute import masks, metrics, report, workdir
 from tfimpute.classifier import FeatureFid
-from tfimpute.datasets import Codec, Dataset
+from tfimpute.datasets import Codec, Dataset, rescaled
 from tfimpute.errors import InvalidInputError, WorkdirError
-from tfimpute.experiment import prepared, test_mask, train, training_mask
+from tfimpute.experiment import codec_of, prepared, test_mask, train, training_mask
 from tfimpute.files import write_json_atomically
 from tfimpute.models import registry
 from tfimpute.models.base import Imputer
@@ -128,9 +128,14 @@ def check_comparable(cell: Cell, data: dict[str, Any]) -> None:
                                "cannot stand beside the other methods'; train it without that flag")
 
 
+DATASET_KEYS = ("dataset", "test_fraction", "split_seed", "label_column", "categorical_columns", "image_size")
+
+
 def check_cell(cell: Cell, model_dir: str, output_dir: str, settings: EvaluationSettings,
-               training: TrainingRequest | None) -> int:
-    """Checks that the cell's model exists or can be trained; returns the training digits it needs."""
+               training: TrainingRequest | None, dataset_options: dict[str, Any] | None = None) -> int:
+    """Checks that the cell's model exists (trained on the dataset of ``dataset_options``; None or
+    empty: MNIST) or can be trained; returns the training examples it needs."""
+    dataset_options = dataset_options or {}
     config = workdir.read_config(model_dir)
     if config is None:
         if os.path.exists(model_dir) and os.listdir(model_dir):
@@ -148,6 +153,10 @@ def check_cell(cell: Cell, model_dir: str, output_dir: str, settings: Evaluation
             raise WorkdirError(f"{model_dir} holds a {config['model']} model for {data['missingness']} "
                                f"missingness at rate {data['missing_rate']}, not the cell {cell.name}")
         check_comparable(cell, data)
+        trained_on = {key: data[key] for key in DATASET_KEYS if key in data}
+        if trained_on != dataset_options:
+            raise WorkdirError(f"{model_dir} was trained on {trained_on or {'dataset': 'mnist'}}, not on "
+                               f"{dataset_options or {'dataset': 'mnist'}}; give the same dataset flags")
         resumable = training is not None and os.path.exists(_training_marker(output_dir, cell))
         if not _is_finished(model_dir) and not resumable:
             raise WorkdirError(f"{model_dir}: training has not finished (no metrics.json); finish it with "
@@ -214,7 +223,7 @@ def evaluate_cell(cell: Cell, model: Imputer, config: dict[str, Any], dataset: D
     """Figures of one cell (see the module docstring) and the first test examples for the grid."""
     data = config["data"]
     check_comparable(cell, data)
-    cell_data = prepared(_subset(dataset, data["train_size"]), data)
+    cell_data = prepared(rescaled(_subset(dataset, data["train_size"]), codec_of(config, model.data_shape)), data)
     train_mask = training_mask(cell_data, data)
     test_x, test_labels, codec = cell_data.test_x, cell_data.test_labels, cell_data.codec
     own_test = cell_data.test_mask if cell_data.has_own_holes else None
@@ -258,7 +267,7 @@ def evaluate_cell(cell: Cell, model: Imputer, config: dict[str, Any], dataset: D
         started = time.perf_counter()
         mask = test_mask(cell_data, {**data, "missingness": cell.missingness, "missing_rate": cell.missing_rate},
                          seed)
-        test_observed = test_x * mask
+        test_observed = np.clip(test_x, 0.0, 1.0) * mask  # held-out table rows may leave [0, 1]
         imputed = model.impute(test_observed, mask, seed=repeat)
         figures["rmse"].append(metrics.missing_rmse(test_x, imputed, mask, own_test))
         if codec.kind == "table":

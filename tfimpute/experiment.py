@@ -39,16 +39,23 @@ def _own(mask: np.ndarray, dataset: Dataset) -> np.ndarray | None:
     return mask if dataset.has_own_holes else None
 
 
+def _known(values: np.ndarray, mask: np.ndarray, mechanism: str) -> np.ndarray | None:
+    """For MAR / MNAR, what they condition on: ``values`` with NaN where the data miss them."""
+    return np.where(mask > 0.5, values, np.nan) if mechanism in masks.VALUE_MECHANISMS else None
+
+
 def training_mask(dataset: Dataset, data: dict[str, Any]) -> np.ndarray:
     """The mask of the training examples a model is trained with: the data's own holes and, unless
-    ``complete_training_data``, the synthetic mechanism of ``data`` on top (seed ``mask_seed``).
+    ``complete_training_data`` or ``own_holes_only``, the synthetic mechanism of ``data`` on top
+    (seed ``mask_seed``).
 
     Evaluation calls it too, to impute exactly the incomplete training data a model saw.
     """
-    if data.get("complete_training_data"):
+    if data.get("complete_training_data") or data.get("own_holes_only"):
         return dataset.train_mask
     synthetic = masks.generate_masks(data["missingness"], data["missing_rate"], len(dataset.train_x),
-                                     data["mask_seed"], data["num_patches"], dataset.shape, dataset.train_x)
+                                     data["mask_seed"], data["num_patches"], dataset.shape,
+                                     _known(dataset.train_x, dataset.train_mask, data["missingness"]))
     return masks.combine(_own(dataset.train_mask, dataset), synthetic)
 
 
@@ -56,7 +63,8 @@ def test_mask(dataset: Dataset, data: dict[str, Any], seed: int) -> np.ndarray:
     """The mask the test examples are imputed under: their own holes and the synthetic mechanism
     (its hidden entries that the data observed are the ones scored)."""
     synthetic = masks.generate_masks(data["missingness"], data["missing_rate"], len(dataset.test_x), seed,
-                                     data["num_patches"], dataset.shape, dataset.test_x)
+                                     data["num_patches"], dataset.shape,
+                                     _known(dataset.test_x, dataset.test_mask, data["missingness"]))
     return masks.combine(_own(dataset.test_mask, dataset), synthetic)
 
 
@@ -73,7 +81,8 @@ def train(model_name: str, dataset: Dataset | Mnist, data: dict[str, Any], setti
     """Masks ``dataset`` as ``data`` says, builds ``model_name`` and trains (or resumes) it in ``workdir_path``.
 
     ``data``: train_size, test_size, missingness, missing_rate, mask_seed, num_patches and
-    optionally dataset (with its reading options), binarize / complete_training_data.
+    optionally dataset (with its reading options), binarize / complete_training_data /
+    own_holes_only (data with holes of their own: no synthetic holes on the training split).
     ``settings``: the model's settings (absent or None: its defaults; settings of other
     models are ignored). The model and its optimizers are built in ``strategy.scope()``
     (default: the current strategy). Returns the content of ``metrics.json``.
@@ -99,7 +108,8 @@ def train(model_name: str, dataset: Dataset | Mnist, data: dict[str, Any], setti
     own = (f"; the data's own holes: {masks.realised_missing_fraction(dataset.train_mask):.4f} (train)"
            if dataset.has_own_holes else "")
     print(f"{data['missingness']} missingness at rate {data['missing_rate']}"
-          f"{' (test only)' if data.get('complete_training_data') else ''}: realised missing "
+          f"{' (test only)' if data.get('complete_training_data') or data.get('own_holes_only') else ''}"
+          f": realised missing "
           f"fraction {train_missing:.4f} (train, {len(train_mask)} examples), {test_missing:.4f} "
           f"(test, {len(evaluation_mask)} examples){own}")
 
@@ -113,7 +123,7 @@ def train(model_name: str, dataset: Dataset | Mnist, data: dict[str, Any], setti
         "data": data,
         "training": {"batch_size": options.batch_size, "seed": options.seed},
     }
-    if data.get("dataset", MNIST) != MNIST:
+    if dataset.name != MNIST:
         config["codec"] = dataset.codec.to_json()
     adjusted = workdir.claim(workdir_path, config, adjustable=model.inference_settings)
     for change in adjusted:

@@ -33,7 +33,14 @@ def from_workdir(path: str) -> tuple[NanImputer, Codec, str]:
     signature = savedmodel.all_signatures(model, codec)[NAN_SIGNATURE]
     function = tf.function(lambda x: signature.function(x=x)["imputed"],
                            input_signature=[tf.TensorSpec([None, *model.data_shape], tf.float32)])
-    return (lambda x: function(x).numpy()), codec, config["model"]
+    limit = model.max_impute_batch  # e.g. DCGAN's search: memory grows fast with the batch
+
+    def impute(x: np.ndarray) -> np.ndarray:
+        step = limit or max(len(x), 1)
+        return np.concatenate([function(x[start:start + step]).numpy() for start in range(0, len(x), step)]
+                              or [np.asarray(x, np.float32)])
+
+    return impute, codec, config["model"]
 
 
 def from_export(path: str) -> tuple[NanImputer, Codec, str]:
@@ -99,7 +106,8 @@ def fill_csv(input_path: str, output_path: str, codec: Codec, fill: Callable[[np
 
 def _raw_examples(path: str, x: np.ndarray, mask: np.ndarray | None, codec: Codec) -> np.ndarray:
     """An npz's ``x`` (and ``mask``) as float32 raw values [N, *codec.shape], NaN where missing."""
-    values = x.astype(np.float32) / 255.0 if x.dtype == np.uint8 else x.astype(np.float32)
+    as_bytes = x.dtype == np.uint8 and codec.kind == "image"  # uint8 images are pixel / 255, as when loaded
+    values = x.astype(np.float32) / 255.0 if as_bytes else x.astype(np.float32)
     if values.ndim == len(codec.shape) and codec.kind == "image" and codec.shape[2] == 1:
         values = values[..., None]
     if values.shape[1:] != codec.shape:
@@ -113,8 +121,9 @@ def _raw_examples(path: str, x: np.ndarray, mask: np.ndarray | None, codec: Code
 
 
 def fill_npz(input_path: str, output_path: str, codec: Codec, fill: Callable[[np.ndarray], np.ndarray]) -> tuple[int, int]:
-    """Fills ``x`` (NaN or ``mask == 0`` entries) and ``x_test`` if present, in their own dtype and
-    shape; every other array is copied. Returns (examples, entries filled)."""
+    """Fills ``x`` (NaN or ``mask == 0`` entries) and ``x_test`` if present, in their own shape (uint8
+    images stay uint8, anything else becomes float32); every other array, ``mask`` included (it
+    still says what was observed), is copied. Returns (examples, entries filled)."""
     try:
         with np.load(input_path, allow_pickle=False) as stored:
             arrays = {key: stored[key] for key in stored.files}
@@ -130,9 +139,10 @@ def fill_npz(input_path: str, output_path: str, codec: Codec, fill: Callable[[np
         raw = _raw_examples(input_path, x, arrays.get(mask_key), codec)
         filled = fill(raw)
         count, holes = count + len(raw), holes + int(np.isnan(raw).sum())
-        if x.dtype == np.uint8:  # observed pixels keep their exact byte
+        as_bytes = x.dtype == np.uint8 and codec.kind == "image"
+        if as_bytes:  # observed pixels keep their exact byte
             filled = np.where(np.isnan(raw), np.rint(np.clip(filled, 0.0, 1.0) * 255.0), x.reshape(raw.shape))
-        arrays[key] = filled.reshape(x.shape).astype(np.uint8 if x.dtype == np.uint8 else np.float32)
+        arrays[key] = filled.reshape(x.shape).astype(np.uint8 if as_bytes else np.float32)
     datasets.write_npz_atomically(output_path, **arrays)
     return count, holes
 

@@ -137,6 +137,12 @@ def main(argv: list[str]) -> None:
     if not isinstance(model, GeneratesSamples):
         raise InvalidInputError(f"{FLAGS.workdir} holds a {config['model']} model; gan_report reads "
                                 "workdirs of models that generate digits from latents (DCGAN, CGAN, MisGAN)")
+    if not model.is_image_model:
+        raise InvalidInputError(f"{FLAGS.workdir} holds a {config['model']} model of vectors; gan_report "
+                                "draws and scores images (evaluate tables with tfimpute.evaluate)")
+    if "codec" in config:
+        raise InvalidInputError(f"{FLAGS.workdir} was trained on {config['data'].get('dataset')}; gan_report "
+                                "scores MNIST models with the MNIST classifier")
     if FLAGS.samples < model.num_classes:
         raise InvalidInputError(f"--samples must be >= {model.num_classes} (one per class) for {config['model']}")
     output_dir = FLAGS.output_dir or FLAGS.workdir

@@ -49,6 +49,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import warnings
 
 import numpy as np
 from scipy import optimize, special
@@ -143,14 +144,21 @@ def _fitted_intercept(logits: np.ndarray, missing_rate: float) -> float:
 
 
 def _standardised(values: np.ndarray) -> np.ndarray:
-    spread = values.std(axis=0)
-    return (values - values.mean(axis=0)) / np.where(spread > 0, spread, 1.0)
+    """Per column (value - mean) / std over the known values; an unknown (NaN) value becomes 0, the mean."""
+    with np.errstate(invalid="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # an all-NaN column: its z are all 0
+        spread = np.nanstd(values, axis=0)
+        z = (values - np.nanmean(values, axis=0)) / np.where(spread > 0, spread, 1.0)
+    return np.nan_to_num(z, nan=0.0)
 
 
 def _value_masks(mechanism: str, missing_rate: float, values: np.ndarray,
                  rng: np.random.Generator) -> np.ndarray:
     """MAR / MNAR on [N, F] values (see the module docstring); True = observed."""
     num, features = values.shape
+    if mechanism == "mar" and features < 2:
+        raise InvalidInputError("--missingness=mar needs at least 2 columns: one that drives the missingness "
+                                "of another")
     z = _standardised(values.astype(np.float64))
     missing_probability = np.zeros_like(z)
     if mechanism == "mar":
@@ -173,7 +181,8 @@ def generate_masks(mechanism: str, missing_rate: float, num_masks: int, seed: in
                    values: np.ndarray | None = None) -> np.ndarray:
     """Masks for ``num_masks`` examples of ``shape``: float32 [N, *shape], 1 = observed, 0 = missing.
 
-    ``values`` ([N, *shape]) are what ``mar`` and ``mnar`` condition on; the others ignore them.
+    ``values`` ([N, *shape]; NaN where the data themselves miss a value) are what ``mar`` and
+    ``mnar`` condition on; the others ignore them.
     """
     _check_rate(missing_rate)
     if num_masks < 0:
@@ -198,7 +207,9 @@ def generate_masks(mechanism: str, missing_rate: float, num_masks: int, seed: in
     else:
         if values is None or len(values) != num_masks:
             raise InvalidInputError(f"--missingness={mechanism} needs the values of the {num_masks} examples")
-        flat = np.asarray(values, np.float64).reshape(num_masks, *entries, -1).mean(axis=-1)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # a pixel missing in every channel stays NaN
+            flat = np.nanmean(np.asarray(values, np.float64).reshape(num_masks, *entries, -1), axis=-1)
         observed = _value_masks(mechanism, missing_rate, flat.reshape(num_masks, -1), rng).reshape(
             num_masks, *entries)
     observed = observed.astype(np.float32)

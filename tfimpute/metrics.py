@@ -52,7 +52,7 @@ def missing_rmse(true_images: np.ndarray, imputed: np.ndarray, mask: np.ndarray,
     per_image = per_image_missing_rmse(true_images, imputed, mask, data_mask)
     per_image = per_image[np.isfinite(per_image)]
     if per_image.size == 0:
-        raise InvalidInputError("no image has a missing pixel; RMSE over missing pixels is undefined")
+        raise InvalidInputError("no example has a missing entry with a known value; the RMSE over them is undefined")
     return float(per_image.mean())
 
 

@@ -64,7 +64,8 @@ def next_version(model_dir: str) -> int:
     return max(versions, default=0) + 1
 
 
-def probe_inputs(spec: dict[str, tf.TensorSpec], batch_size: int = 3, seed: int = 0) -> dict[str, np.ndarray]:
+def probe_inputs(spec: dict[str, tf.TensorSpec], batch_size: int = 3, seed: int = 0,
+                 num_classes: int = 10) -> dict[str, np.ndarray]:
     """Valid example inputs for a signature: random pixels, random 0/1 masks, ``x`` with half of it
     NaN, seeds 0..B-1."""
     rng = np.random.default_rng(seed)
@@ -76,7 +77,7 @@ def probe_inputs(spec: dict[str, tf.TensorSpec], batch_size: int = 3, seed: int 
         elif name == "x":  # raw values, NaN = missing
             arrays[name] = np.where(rng.random(shape) < 0.5, np.nan, rng.random(shape)).astype(np.float32)
         elif name == "labels":
-            arrays[name] = (np.arange(np.prod(shape)) % 10).reshape(shape).astype(np.int32)
+            arrays[name] = (np.arange(np.prod(shape)) % num_classes).reshape(shape).astype(np.int32)
         elif tensor_spec.dtype.is_floating:
             arrays[name] = rng.random(shape).astype(tensor_spec.dtype.as_numpy_dtype)
         else:
@@ -84,7 +85,8 @@ def probe_inputs(spec: dict[str, tf.TensorSpec], batch_size: int = 3, seed: int 
     return arrays
 
 
-def _write_warmup_requests(path: str, name: str, signatures: dict[str, ServingSignature]) -> None:
+def _write_warmup_requests(path: str, name: str, signatures: dict[str, ServingSignature],
+                           num_classes: int) -> None:
     """One batch-1 PredictRequest per signature, in TF Serving's warm-up file format."""
     from tensorflow_serving.apis import predict_pb2, prediction_log_pb2
 
@@ -93,7 +95,7 @@ def _write_warmup_requests(path: str, name: str, signatures: dict[str, ServingSi
             request = predict_pb2.PredictRequest()
             request.model_spec.name = name
             request.model_spec.signature_name = signature_name
-            for input_name, array in probe_inputs(signature.inputs, batch_size=1).items():
+            for input_name, array in probe_inputs(signature.inputs, batch_size=1, num_classes=num_classes).items():
                 request.inputs[input_name].CopyFrom(tf.make_tensor_proto(array))
             log = prediction_log_pb2.PredictionLog(predict_log=prediction_log_pb2.PredictLog(request=request))
             writer.write(log.SerializeToString())
@@ -122,7 +124,7 @@ def _save(path: str, signatures: dict[str, ServingSignature]) -> None:
 
 
 def check_export(path: str, signatures: dict[str, ServingSignature], rtol: float = 1e-4,
-                 atol: float = 1e-5) -> None:
+                 atol: float = 1e-5, num_classes: int = 10) -> None:
     """Loads ``path`` back and checks every signature's names and its outputs on probe inputs."""
     loaded = tf.saved_model.load(path)
     if set(loaded.signatures) != set(signatures):
@@ -133,7 +135,7 @@ def check_export(path: str, signatures: dict[str, ServingSignature], rtol: float
         if input_names != set(signature.inputs):
             raise ExportError(f"{path}: {signature_name} inputs {sorted(input_names)}, "
                               f"expected {sorted(signature.inputs)}")
-        probe = probe_inputs(signature.inputs)
+        probe = probe_inputs(signature.inputs, num_classes=num_classes)
         expected = {k: v.numpy() for k, v in signature.function(**probe).items()}
         served = {k: v.numpy() for k, v in concrete(**probe).items()}
         if set(served) != set(expected):
@@ -180,7 +182,9 @@ def export_model(model: Imputer, export_dir: str, name: str, version: int | None
         _save(temporary, signatures)
         extra = os.path.join(temporary, "assets.extra")
         os.makedirs(extra, exist_ok=True)
-        _write_warmup_requests(os.path.join(extra, WARMUP_FILE), name, signatures)
+        # Probe labels of a class-conditional model must be its classes (ClassConditional.num_classes).
+        num_classes = getattr(model, "num_classes", 0) or 10
+        _write_warmup_requests(os.path.join(extra, WARMUP_FILE), name, signatures, num_classes)
         info = {"name": name, "version": version, "class": type(model).__name__,
                 "model_config": model.get_config(), "tfimpute_version": tfimpute.__version__,
                 "signatures": {k: s.description for k, s in signatures.items()},
@@ -189,7 +193,7 @@ def export_model(model: Imputer, export_dir: str, name: str, version: int | None
         with open(os.path.join(extra, EXPORT_INFO_FILE), "w") as f:
             json.dump(info, f, indent=2, sort_keys=True, default=str)
             f.write("\n")
-        check_export(temporary, signatures)
+        check_export(temporary, signatures, num_classes=num_classes)
         os.chmod(temporary, 0o755)  # mkdtemp's 0700 would hide the version from a server run as another user
         try:
             os.rename(temporary, final_path)

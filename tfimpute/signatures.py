@@ -53,7 +53,7 @@ def image_inputs(data_shape: tuple[int, ...]) -> dict[str, tf.TensorSpec]:
 
 
 def label_input() -> dict[str, tf.TensorSpec]:
-    """One int32 class ``labels`` (0-9) per example."""
+    """One int32 class ``labels`` (0 to num_classes - 1) per example."""
     return {"labels": tf.TensorSpec([None], tf.int32, name="labels")}
 
 
@@ -111,14 +111,14 @@ ImputeFn = Callable[[tf.Tensor, tf.Tensor, tf.Tensor], tf.Tensor]
 
 def impute_each(impute_fn: ImputeFn, images: tf.Tensor, mask: tf.Tensor, seed: tf.Tensor,
                 data_shape: tuple[int, ...]) -> tf.Tensor:
-    """Row i = ``impute_fn`` on digit i alone with seed (seed[i], 0), i.e. ``Imputer.impute`` of that digit.
+    """Row i = ``impute_fn`` on example i alone with seed (seed[i], 0), i.e. ``Imputer.impute`` of that example.
 
-    A digit's draws then depend on its own seed only, not on the rest of the batch.
+    An example's draws then depend on its own seed only, not on the rest of the batch.
     """
 
     def impute_one(example: tuple[tf.Tensor, tf.Tensor, tf.Tensor]) -> tf.Tensor:
-        image, digit_mask, digit_seed = example
-        return impute_fn(image[None], digit_mask[None], tf.stack([digit_seed, 0]))[0]
+        values, example_mask, example_seed = example
+        return impute_fn(values[None], example_mask[None], tf.stack([example_seed, 0]))[0]
 
     return tf.map_fn(impute_one, (images, mask, seed),
                      fn_output_signature=tf.TensorSpec(data_shape, tf.float32))
@@ -136,7 +136,7 @@ def impute_signature(impute_fn: ImputeFn, description: str, data_shape: tuple[in
 
 def seeded_impute_signature(impute_fn: ImputeFn, description: str,
                             data_shape: tuple[int, ...]) -> ServingSignature:
-    """``images``, ``mask``, ``seed`` -> ``imputed``, each digit imputed alone with its seed."""
+    """``images``, ``mask``, ``seed`` -> ``imputed``, each example imputed alone with its seed."""
 
     def impute(images: tf.Tensor, mask: tf.Tensor, seed: tf.Tensor) -> dict[str, tf.Tensor]:
         images, mask = checked_images_and_mask(images, mask)
@@ -146,7 +146,7 @@ def seeded_impute_signature(impute_fn: ImputeFn, description: str,
 
 
 def stochastic_impute_signatures(impute_fn: ImputeFn, data_shape: tuple[int, ...]) -> dict[str, ServingSignature]:
-    """For imputers that draw: each digit alone, with seed 0 (``serving_default``) or its own seed."""
+    """For imputers that draw: each example alone, with seed 0 (``serving_default``) or its own seed."""
 
     def impute(images: tf.Tensor, mask: tf.Tensor) -> dict[str, tf.Tensor]:
         images, mask = checked_images_and_mask(images, mask)
@@ -161,7 +161,7 @@ def stochastic_impute_signatures(impute_fn: ImputeFn, data_shape: tuple[int, ...
 
 def sample_signature(sample_fn: Callable[[tf.Tensor, tf.Tensor], Any], output_names: list[str],
                      description: str, data_shape: tuple[int, ...]) -> ServingSignature:
-    """``seed`` -> generated digits: row i = ``sample_fn(1, (seed[i], 0))``, one named output per returned tensor."""
+    """``seed`` -> generated examples: row i = ``sample_fn(1, (seed[i], 0))``, one named output per returned tensor."""
 
     def sample_one(seed: tf.Tensor) -> dict[str, tf.Tensor]:
         samples = sample_fn(tf.constant(1), tf.stack([seed, 0]))

@@ -94,7 +94,7 @@ def main(argv: list[str]) -> None:
     dataset = load_dataset(f"npz:{path}")
     data = {"dataset": f"npz:{path}", "test_fraction": 0.1, "train_size": len(dataset.train_x),
             "test_size": len(dataset.test_x), "missingness": "independent", "missing_rate": FLAGS.missing_rate,
-            "mask_seed": FLAGS.seed, "num_patches": 32, "complete_training_data": True}
+            "mask_seed": FLAGS.seed, "num_patches": 32, "own_holes_only": True}
     for model in FLAGS.models:
         run_dir = os.path.join(FLAGS.workdir, model)
         experiment.train(model, dataset, data, {**MODEL_SETTINGS[model], "seed": FLAGS.seed},

@@ -63,27 +63,37 @@ def data_settings(dataset: datasets.Dataset) -> dict[str, Any]:
                      "mask_seed": FLAGS.mask_seed, "num_patches": FLAGS.num_patches})
     # Recorded only when set, so that workdirs written before these options existed still resume.
     settings.update({name: True for name in ("binarize",) if FLAGS[name].value})
-    if trains_on_complete_data(dataset):
+    if trains_on_own_holes_only(dataset):
+        settings["own_holes_only"] = True
+    elif trains_on_complete_data():
         settings["complete_training_data"] = True
     return settings
 
 
-def trains_on_complete_data(dataset: datasets.Dataset) -> bool:
-    """Whether the training data get no synthetic holes: ``--complete_training_data``; otherwise,
-    when no missingness flag (``--missingness``, ``--missing_rate``, ``--num_patches``) is given,
-    true for data with holes of their own (they train on those) and for the GANs that learn
-    complete images by default (DCGAN, CGAN)."""
+def missingness_flag_given() -> bool:
+    return any(FLAGS[name].present for name in ("missingness", "missing_rate", "num_patches"))
+
+
+def trains_on_own_holes_only(dataset: datasets.Dataset) -> bool:
+    """Data with holes of their own train on those alone unless a missingness flag is given."""
+    if not dataset.has_own_holes or missingness_flag_given() or FLAGS["complete_training_data"].present:
+        return False
+    print(f"{FLAGS.dataset}: training on the data's own holes (no missingness flag given); "
+          f"test entries hidden by {FLAGS.missingness} at {FLAGS.missing_rate} are scored")
+    return True
+
+
+def trains_on_complete_data() -> bool:
+    """Whether the training data get no synthetic holes: ``--complete_training_data``; for the GANs
+    that learn complete images by default (DCGAN, CGAN) also true when it is not given and no
+    missingness flag (``--missingness``, ``--missing_rate``, ``--num_patches``) is given either."""
     flag = FLAGS["complete_training_data"]
     if flag.present:
         return flag.value
-    if any(FLAGS[name].present for name in ("missingness", "missing_rate", "num_patches")):
+    if missingness_flag_given():
         if registry.get(FLAGS.model).cls.complete_training_data_by_default:
             print(f"{FLAGS.model}: training on incomplete images (AmbientGAN)")
         return False
-    if dataset.has_own_holes:
-        print(f"{FLAGS.dataset}: training on the data's own holes (no missingness flag given); "
-              f"test entries hidden by {FLAGS.missingness} at {FLAGS.missing_rate} are scored")
-        return True
     if registry.get(FLAGS.model).cls.complete_training_data_by_default:
         print(f"{FLAGS.model}: training on complete images (no missingness flag given)")
         return True
@@ -99,7 +109,7 @@ def main(argv: list[str]) -> None:
         raise InvalidInputError("--workdir is required")
     if FLAGS.epochs < 0 or FLAGS.batch_size < 1:
         raise InvalidInputError("--epochs must be >= 0 and --batch_size >= 1")
-    dataset = cli.load_dataset(cli.dataset_options(), FLAGS.train_size, FLAGS.test_size, FLAGS.mask_seed)
+    dataset = cli.load_dataset(cli.dataset_options(), FLAGS.train_size, FLAGS.test_size)
     if FLAGS.model == classifier.MODEL_NAME:
         if FLAGS.epochs < 1:
             raise InvalidInputError(f"--model={classifier.MODEL_NAME} needs --epochs >= 1")

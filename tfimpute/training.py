@@ -43,8 +43,8 @@ class TrainingOptions:
     batch_size: int
     seed: int = 0
     checkpoint_minutes: float = 10.0
-    eval_size: int = 1000  # test digits imputed at the end of every epoch for TensorBoard
-    grid_size: int = 10  # digits per row of the image grids
+    eval_size: int = 1000  # test examples imputed at the end of every epoch for TensorBoard
+    grid_size: int = 10  # images per row of the image grids
     summary_every_steps: int = 50
 
 
@@ -207,6 +207,10 @@ def run_training(model: Imputer, train_data: IncompleteData, test_images: np.nda
     train_writer = tf.summary.create_file_writer(os.path.join(workdir, "tensorboard", "train"))
     test_writer = tf.summary.create_file_writer(os.path.join(workdir, "tensorboard", "test"))
     eval_size = min(options.eval_size, model.epoch_eval_limit or options.eval_size)
+    # Scaled table rows may leave the training rows' [0, 1]: the model gets them clipped, the
+    # RMSE is against the values as they are.
+    test_inputs = np.clip(test_images, 0.0, 1.0)
+    eval_inputs = test_inputs[:eval_size]
     eval_images, eval_mask = test_images[:eval_size], test_mask[:eval_size]
     eval_data_mask = None if test_data_mask is None else test_data_mask[:eval_size]
     grid_images, grid_mask = test_images[:options.grid_size], test_mask[:options.grid_size]
@@ -259,7 +263,7 @@ def run_training(model: Imputer, train_data: IncompleteData, test_images: np.nda
                 if save_anytime and time.monotonic() - last_save > 60 * options.checkpoint_minutes:
                     save("timed")
             eval_rmse = metrics.missing_rmse(
-                eval_images, model.impute(eval_images * eval_mask, eval_mask), eval_mask, eval_data_mask)
+                eval_images, model.impute(eval_inputs * eval_mask, eval_mask), eval_mask, eval_data_mask)
             step = int(model.training_step_counter.numpy())
             with train_writer.as_default(step=step):
                 for key, values in epoch_logs.items():
@@ -283,7 +287,7 @@ def run_training(model: Imputer, train_data: IncompleteData, test_images: np.nda
             save("interrupted")
         raise
 
-    imputed = model.impute(test_images * test_mask, test_mask)
+    imputed = model.impute(test_inputs * test_mask, test_mask)
     if model.is_image_model:
         visualize.save_png(imputation_grid(model, grid_images, grid_mask),
                            os.path.join(workdir, "imputations.png"))

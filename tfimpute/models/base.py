@@ -118,11 +118,11 @@ class Imputer(keras.Model):
     size_settings: tuple[str, ...] = ()
     # get_config() keys that only affect imputation: a trained workdir may change them (workdir.claim).
     inference_settings: tuple[str, ...] = ()
-    # At most this many test digits in the training loop's per-epoch RMSE check (None: no limit),
+    # At most this many test examples in the training loop's per-epoch RMSE check (None: no limit),
     # for imputers whose imputation is an expensive search.
     epoch_eval_limit: int | None = None
-    # At most this many digits per imputation call of `impute` (None: as asked), for imputers
-    # whose memory grows fast with the batch (DCGAN's search holds restarts x digits latents).
+    # At most this many examples per imputation call of `impute` (None: as asked), for imputers
+    # whose memory grows fast with the batch (DCGAN's search holds restarts x examples latents).
     max_impute_batch: int | None = None
 
     def __init__(self, data_shape=MNIST_SHAPE, **kwargs):

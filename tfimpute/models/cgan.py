@@ -63,12 +63,12 @@ class CGAN(DCGAN):
 
     def impute_with_labels(self, images: tf.Tensor, mask: tf.Tensor, labels: tf.Tensor,
                            seed: tf.Tensor) -> tf.Tensor:
-        """Latent search with every restart of digit i conditioned on class ``labels[i]`` (0-9)."""
+        """Latent search with every restart of example i conditioned on class ``labels[i]``."""
         labels = checked_classes(tf.cast(labels, tf.int32), self.num_classes)
         return self.latent_search(images * mask, mask, self.row_seeds(seed, tf.shape(images)[0]), labels)
 
     def class_grid(self, columns: int = 10) -> np.ndarray:
-        """One row per class 0-9; column j uses the same latent in every row (style kept, class varied)."""
+        """One row per class; column j uses the same latent in every row (style kept, class varied)."""
         latent = self.draw_latents(tf.constant(columns), tf.constant([0, 0]))
         rows = [self.generate(latent, tf.fill([columns], digit)).numpy() for digit in range(self.num_classes)]
         return visualize.image_grid(rows)
