@@ -24,6 +24,7 @@ RBM_SIGNATURES = {
     "impute_sample": ({"images": [-1, 28, 28, 1], "mask": [-1, 28, 28, 1], "seed": [-1]},
                       {"imputed": [-1, 28, 28, 1]}),
     "hidden": ({"images": [-1, 28, 28, 1], "mask": [-1, 28, 28, 1]}, {"hidden": [-1, 16]}),
+    "impute_nan": ({"x": [-1, 28, 28, 1]}, {"imputed": [-1, 28, 28, 1]}),
 }
 
 
@@ -78,7 +79,7 @@ def test_versions_count_up_and_are_never_overwritten(rbm, tmp_path):
 
 
 def test_an_export_that_fails_its_check_leaves_nothing(rbm, tmp_path, monkeypatch):
-    def failing_check(path, signatures):
+    def failing_check(path, signatures, **options):
         raise savedmodel.ExportError("simulated mismatch")
 
     monkeypatch.setattr(savedmodel, "check_export", failing_check)
@@ -90,7 +91,7 @@ def test_an_export_that_fails_its_check_leaves_nothing(rbm, tmp_path, monkeypatc
 def test_plain_imputer_exports_through_the_generic_path(tmp_path):
     model = HalfFill()
     path = savedmodel.export_model(model, str(tmp_path), "half")
-    assert _signature_shapes(path) == {"serving_default": RBM_SIGNATURES["serving_default"]}
+    assert _signature_shapes(path) == {name: RBM_SIGNATURES[name] for name in ("serving_default", "impute_nan")}
     images, mask = digits(2)
     served = tf.saved_model.load(path).signatures["serving_default"](images=images, mask=mask)["imputed"]
     np.testing.assert_array_equal(served.numpy(), model.impute(images, mask))

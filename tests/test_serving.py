@@ -107,7 +107,7 @@ def test_status_and_metadata_name_everything(served, protocol, options):
     assert client.status() == [{"version": "1", "state": "AVAILABLE",
                                 "status": {"error_code": "OK", "error_message": ""}}]
     signatures = client.signatures()
-    assert set(signatures) == {"serving_default", "impute_sample", "hidden"}
+    assert set(signatures) == {"serving_default", "impute_sample", "hidden", "impute_nan"}
     assert set(signatures["impute_sample"]["inputs"]) == {"images", "mask", "seed"}
     assert signatures["impute_sample"]["inputs"]["seed"]["dtype"] == "DT_INT32"
     assert set(signatures["serving_default"]["outputs"]) == {"imputed"}

@@ -23,7 +23,8 @@ from scipy import stats
 
 from tfimpute import masks, metrics, report, workdir
 from tfimpute.classifier import FeatureFid
-from tfimpute.datasets import Codec, Dataset, rescaled
+from tfimpute.data import Mnist
+from tfimpute.datasets import Codec, Dataset, as_dataset, rescaled
 from tfimpute.errors import InvalidInputError, WorkdirError
 from tfimpute.experiment import codec_of, prepared, test_mask, train, training_mask
 from tfimpute.files import write_json_atomically
@@ -363,7 +364,7 @@ def write_outputs(output_dir: str, results: list[dict[str, Any]], run_settings: 
         report.plot_imputations(list(panels.values()), os.path.join(output_dir, GRID_FILE))
 
 
-def run_evaluation(cells: list[Cell], models_dir: str, output_dir: str, dataset: Dataset, fid: FeatureFid | None,
+def run_evaluation(cells: list[Cell], models_dir: str, output_dir: str, dataset: Dataset | Mnist, fid: FeatureFid | None,
                    settings: EvaluationSettings, training: TrainingRequest | None,
                    run_settings: dict[str, Any], log: Callable[[str], None] = print) -> list[dict[str, Any]]:
     """Evaluates every cell not already finished, writing the outputs after each; returns the results.
@@ -371,6 +372,7 @@ def run_evaluation(cells: list[Cell], models_dir: str, output_dir: str, dataset:
     ``dataset`` holds at least as many training examples as any cell's model was (or will be) trained
     on. ``fid``: None when the dataset has no labels to train a feature classifier on.
     """
+    dataset = as_dataset(dataset)
     os.makedirs(output_dir, exist_ok=True)
     results = []
     for index, cell in enumerate(cells, start=1):

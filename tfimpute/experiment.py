@@ -96,7 +96,7 @@ def train(model_name: str, dataset: Dataset | Mnist, data: dict[str, Any], setti
         dataset = prepared(dataset, data)
     except ValueError as exc:
         raise InvalidInputError(str(exc)) from None
-    if len(dataset.train_x) < options.batch_size:
+    if spec.cls.trainable_imputer and len(dataset.train_x) < options.batch_size:
         raise InvalidInputError(
             f"{data.get('dataset', MNIST)}: {len(dataset.train_x)} training examples, fewer than one batch "
             f"(--batch_size={options.batch_size}); lower --batch_size")
