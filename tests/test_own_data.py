@@ -19,9 +19,10 @@ from PIL import Image
 from sklearn.datasets import load_diabetes, load_digits, load_wine
 
 from conftest import REPO
-from tfimpute import experiment, filling
+from tfimpute import experiment, filling, savedmodel
 from tfimpute.datasets import load_dataset
 from tfimpute.training import TrainingOptions
+from tfimpute.workdir import load_trained
 
 COLOURS = ["red", "white", "rose"]
 
@@ -83,16 +84,15 @@ def test_a_csv_with_holes_trains_fills_and_exports(wine_csv, tmp_path):
             else:
                 assert np.isfinite(float(new))
 
-    exported = run("tfimpute.export", f"--workdir={workdir}", f"--export_dir={export_dir}")
-    assert exported.returncode == 0, exported.stderr
-    version = export_dir / "vae" / "1"
-    with open(version / "assets.extra" / "tfimpute.json") as f:
+    model, config = load_trained(str(workdir))
+    version = savedmodel.export_model(model, str(export_dir), "vae", codec=experiment.codec_of(config, (16,)))
+    with open(os.path.join(version, "assets.extra", "tfimpute.json")) as f:
         info = json.load(f)
     assert info["codec"] == codec
     # impute_nan from plain TensorFlow: raw units with NaN in, raw units out.
     x = np.array([[14.2, np.nan, 2.4, np.nan, 127.0, 2.8, 3.0, 0.3, 2.3, 5.6, 1.0, 3.9, 1065.0, 1, 0, 0],
                   [np.nan] * 13 + [np.nan] * 3], np.float32)
-    out = tf.saved_model.load(str(version)).signatures["impute_nan"](x=tf.constant(x))["imputed"].numpy()
+    out = tf.saved_model.load(version).signatures["impute_nan"](x=tf.constant(x))["imputed"].numpy()
     observed = ~np.isnan(x)
     np.testing.assert_array_equal(out[observed], x[observed])
     assert np.all(np.isfinite(out)) and sorted(out[1, 13:]) == [0.0, 0.0, 1.0]  # a category, one-hot

@@ -24,7 +24,6 @@ from tfimpute import cli  # noqa: F401  (quiets TensorFlow's start-up logs; impo
 
 import os
 
-import numpy as np
 from absl import app, flags
 
 from tfimpute import datasets, filling

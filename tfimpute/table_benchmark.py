@@ -105,7 +105,7 @@ def main(argv: list[str]) -> None:
         results[f"tfimpute {model}"] = dict(zip(("rmse", "rmse_raw"), rmse(test_truth, filled, test_holes, spread)))
 
     reference = results["column means (sklearn SimpleImputer)"]["rmse"]
-    print(f"\n| imputer | RMSE ([0, 1] scale) | × column means | RMSE (raw units) |\n|---|---|---|---|")
+    print("\n| imputer | RMSE ([0, 1] scale) | × column means | RMSE (raw units) |\n|---|---|---|---|")
     for name, figures in results.items():
         print(f"| {name} | {figures['rmse']:.4f} | {figures['rmse'] / reference:.3f} | {figures['rmse_raw']:.3f} |")
     print(json.dumps({"table": FLAGS.table, "missing_rate": FLAGS.missing_rate, "epochs": FLAGS.epochs,
