@@ -202,3 +202,37 @@ def test_workers_agree_only_when_every_replica_holds_the_same_position():
     assert training.positions_agree(totals([[3, 17], [3, 17], [3, 17]]))
     assert not training.positions_agree(totals([[3, 17], [3, 18]]))
     assert not training.positions_agree(totals([[1, 0], [3, 0], [2, 0]]))  # same mean, not the same
+
+
+@pytest.mark.parametrize("tf_config,message", [
+    (None, "--strategy=multi_worker needs TF_CONFIG"),
+    ("{cluster: 1", "TF_CONFIG is not JSON (Expecting property name enclosed in double quotes at character 1)"),
+    ('{"cluster": {"worker": []}, "task": {"type": "worker", "index": 0}}', 'TF_CONFIG: "cluster" must map'),
+    ('{"cluster": {"worker": ["localhost:1"]}, "task": {"type": "chief", "index": 0}}',
+     "TF_CONFIG: task type 'chief' is not in the cluster (worker)"),
+    ('{"cluster": {"worker": ["localhost:1", "localhost:2"]}, "task": {"type": "worker", "index": 2}}',
+     "TF_CONFIG: task index 2 is outside the cluster's 2 worker task(s)"),
+    ('{"cluster": {"worker": ["localhost:1"]}}', 'TF_CONFIG: "task" must be'),
+])
+def test_bad_tf_config_is_refused_in_one_line(tf_config, message):
+    environ = {} if tf_config is None else {"TF_CONFIG": tf_config}
+    with pytest.raises(InvalidInputError, match="^" + re.escape(message)):
+        distribute.checked_tf_config(environ)
+    good = '{"cluster": {"worker": ["localhost:1", "localhost:2"]}, "task": {"type": "worker", "index": 1}}'
+    assert distribute.checked_tf_config({"TF_CONFIG": good})["task"]["index"] == 1
+
+
+def test_mirrored_without_gpus_says_it_runs_on_one_replica():
+    lines = []
+    strategy = distribute.make_strategy("mirrored", log=lines.append)
+    if not tf.config.list_physical_devices("GPU"):
+        assert lines == [f"--strategy=mirrored: no GPU here, so it runs on {strategy.num_replicas_in_sync} CPU "
+                         "replica(s); --cpu_replicas=N mirrors over N logical CPUs"]
+
+
+def test_a_batch_smaller_than_the_replicas_is_refused(mirrored, tmp_path):
+    from tfimpute import experiment
+
+    with pytest.raises(InvalidInputError, match=f"--batch_size=1 is smaller than the {CPU_REPLICAS} replicas"):
+        experiment.train("mean", np.zeros((4, 2), np.float32), {}, {}, TrainingOptions(epochs=1, batch_size=1),
+                         str(tmp_path), mirrored)

@@ -29,10 +29,10 @@ def new_model():
     return model
 
 
-def train(workdir, images, mask, options=OPTIONS, model=None):
+def train(workdir, images, mask, options=OPTIONS, model=None, log=print):
     model = model or new_model()
     data = masks.make_incomplete(images[:50], mask[:50])
-    result = run_training(model, data, images[50:], mask[50:], str(workdir), options, {"note": "test"})
+    result = run_training(model, data, images[50:], mask[50:], str(workdir), options, {"note": "test"}, log=log)
     return model, result
 
 
@@ -100,3 +100,33 @@ def test_interrupt_mid_epoch_checkpoints_and_resumes_exactly(digits, tmp_path, m
     assert result["epochs"] == 2
     for a, b in zip(straight.get_weights(), resumed.get_weights()):
         np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+
+
+def test_sigterm_mid_epoch_checkpoints_like_ctrl_c_and_a_finished_run_is_left_alone(digits, tmp_path, monkeypatch):
+    import signal
+
+    from tfimpute.errors import Terminated
+
+    images, mask = digits
+    straight, _ = train(tmp_path / "straight", images, mask, model=new_model())
+    real_batches = training.distributed_epoch
+
+    def batches_then_sigterm(strategy, data, batch_size, seed, epoch, skip_batches=0):
+        for index, batch in enumerate(real_batches(strategy, data, batch_size, seed, epoch, skip_batches)):
+            if epoch == 1 and index == 2:  # what a scheduler sends before preempting the job
+                os.kill(os.getpid(), signal.SIGTERM)
+            yield batch
+
+    monkeypatch.setattr(training, "distributed_epoch", batches_then_sigterm)
+    with pytest.raises(Terminated):
+        train(tmp_path / "resumed", images, mask, model=new_model())
+    monkeypatch.undo()
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # the handler is put back
+    resumed, result = train(tmp_path / "resumed", images, mask, model=new_model())
+    assert result["epochs"] == 2
+    for a, b in zip(straight.get_weights(), resumed.get_weights()):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+    # Run again: nothing is trained or evaluated, the stored metrics come back.
+    logged = []
+    _, again = train(tmp_path / "resumed", images, mask, model=new_model(), log=logged.append)
+    assert again == result and logged == [f"{tmp_path / 'resumed'}: already trained 2 epochs; raise --epochs to continue"]

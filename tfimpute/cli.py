@@ -43,7 +43,7 @@ _import_tensorflow_quietly()
 from absl import flags  # noqa: E402
 
 from tfimpute import datasets, masks  # noqa: E402
-from tfimpute.errors import InvalidInputError, TfImputeError  # noqa: E402
+from tfimpute.errors import InvalidInputError, Terminated, TfImputeError  # noqa: E402
 if TYPE_CHECKING:
     from tfimpute.models.registry import Field, ModelSpec
 
@@ -245,6 +245,10 @@ def run_main(main: Callable[[list[str]], Any]) -> Callable[[list[str]], Any]:
         except TfImputeError as exc:
             print(f"error: {exc}", file=sys.stderr)
             sys.exit(2)
+        except Terminated:
+            print("stopped by SIGTERM; the last checkpoint holds every finished step: run the same command "
+                  "to resume", file=sys.stderr)
+            sys.exit(143)
         except KeyboardInterrupt:
             print("interrupted", file=sys.stderr)
             sys.exit(130)

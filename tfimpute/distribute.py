@@ -12,7 +12,9 @@ with a one-line message.
 
 from __future__ import annotations
 
+import json
 import os
+from typing import Any
 
 import tensorflow as tf
 
@@ -48,8 +50,36 @@ def _tpu_strategy() -> tf.distribute.Strategy:
     return tf.distribute.TPUStrategy(resolver)
 
 
-def make_strategy(name: str, cpu_replicas: int = 0) -> tf.distribute.Strategy:
-    """The strategy called ``name`` (one of :data:`STRATEGIES`).
+def checked_tf_config(environ: dict[str, str] | None = None) -> dict[str, Any]:
+    """``TF_CONFIG`` (multi-worker training) parsed and checked: JSON with a ``cluster`` of task
+    lists and a ``task`` whose type and index name one of them. One-line errors otherwise."""
+    text = (os.environ if environ is None else environ).get("TF_CONFIG")
+    if not text:
+        raise InvalidInputError("--strategy=multi_worker needs TF_CONFIG (the cluster and this worker's task); "
+                                "see README, 'Training on several devices'")
+    try:
+        config = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise InvalidInputError(f"TF_CONFIG is not JSON ({exc.msg} at character {exc.pos})") from None
+    cluster, task = (config.get("cluster"), config.get("task")) if isinstance(config, dict) else (None, None)
+    if not isinstance(cluster, dict) or not cluster or not all(
+            isinstance(tasks, list) and tasks and all(isinstance(t, str) for t in tasks) for tasks in cluster.values()):
+        raise InvalidInputError('TF_CONFIG: "cluster" must map task types to lists of "host:port" addresses, '
+                                f"got {cluster!r}")
+    if not isinstance(task, dict) or "type" not in task or "index" not in task:
+        raise InvalidInputError(f'TF_CONFIG: "task" must be {{"type": ..., "index": ...}}, got {task!r}')
+    task_type, index = task["type"], task["index"]
+    if task_type not in cluster:
+        raise InvalidInputError(f"TF_CONFIG: task type {task_type!r} is not in the cluster "
+                                f"({', '.join(sorted(cluster))})")
+    if not isinstance(index, int) or isinstance(index, bool) or not 0 <= index < len(cluster[task_type]):
+        raise InvalidInputError(f"TF_CONFIG: task index {index!r} is outside the cluster's "
+                                f"{len(cluster[task_type])} {task_type} task(s)")
+    return config
+
+
+def make_strategy(name: str, cpu_replicas: int = 0, log=print) -> tf.distribute.Strategy:
+    """The strategy called ``name`` (one of :data:`STRATEGIES`); ``log`` says what a user may not expect.
 
     ``cpu_replicas`` > 0 (``mirrored`` only) first splits the CPU into that many logical
     devices (:func:`split_cpu`) and mirrors over them.
@@ -64,8 +94,13 @@ def make_strategy(name: str, cpu_replicas: int = 0) -> tf.distribute.Strategy:
         split_cpu(cpu_replicas)
         return tf.distribute.MirroredStrategy([d.name for d in tf.config.list_logical_devices("CPU")])
     if name == "mirrored":
-        return tf.distribute.MirroredStrategy()
+        strategy = tf.distribute.MirroredStrategy()
+        if not tf.config.list_physical_devices("GPU"):
+            log(f"--strategy=mirrored: no GPU here, so it runs on {strategy.num_replicas_in_sync} CPU "
+                "replica(s); --cpu_replicas=N mirrors over N logical CPUs")
+        return strategy
     if name == "multi_worker":
+        checked_tf_config()
         return tf.distribute.MultiWorkerMirroredStrategy()
     if name == "tpu":
         return _tpu_strategy()

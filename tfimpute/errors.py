@@ -15,3 +15,7 @@ class InvalidInputError(TfImputeError, ValueError):
 
 class WorkdirError(TfImputeError):
     """A workdir holds a run that is incompatible with the requested one."""
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (a scheduler stopping or preempting the job) received while training: handled as Ctrl-C is."""

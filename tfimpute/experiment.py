@@ -88,6 +88,9 @@ def train(model_name: str, dataset: Dataset | Mnist, data: dict[str, Any], setti
     (default: the current strategy). Returns the content of ``metrics.json``.
     """
     strategy = strategy or tf.distribute.get_strategy()
+    if options.batch_size < strategy.num_replicas_in_sync:
+        raise InvalidInputError(f"--batch_size={options.batch_size} is smaller than the "
+                                f"{strategy.num_replicas_in_sync} replicas it is split across")
     workdir_path = distribute.worker_workdir(strategy, workdir_path)
     spec = registry.get(model_name)
     dataset = as_dataset(dataset)
@@ -131,4 +134,5 @@ def train(model_name: str, dataset: Dataset | Mnist, data: dict[str, Any], setti
     run_info = {"model": model_name, **data, "replicas": strategy.num_replicas_in_sync,
                 "train_missing_fraction": train_missing, "test_missing_fraction": test_missing}
     return run_training(model, train_data, dataset.test_x, evaluation_mask, workdir_path, options, run_info,
-                        strategy=strategy, test_data_mask=_own(dataset.test_mask, dataset))
+                        strategy=strategy, test_data_mask=_own(dataset.test_mask, dataset),
+                        reevaluate=bool(adjusted))  # a changed inference setting is worth a new figure

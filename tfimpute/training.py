@@ -4,7 +4,8 @@ It owns what is the same for all models: shuffled batches of the incomplete
 training data, a ``keras.utils.Progbar`` per epoch, TensorBoard scalars and
 image grids, ``tf.train.CheckpointManager`` checkpoints (every epoch and every
 ``checkpoint_minutes``; a run started again resumes from the last one, mid-epoch
-included), and ``metrics.json``. The model brings ``prepare`` and ``train_step``
+included; Ctrl-C and SIGTERM save one before stopping), and ``metrics.json``; a workdir that
+has finished its epochs is not trained or evaluated again. The model brings ``prepare`` and ``train_step``
 (see :mod:`tfimpute.models.base`); what it shows after every epoch (sample grids,
 loss curves) is written by callbacks (:mod:`tfimpute.callbacks`).
 
@@ -13,15 +14,18 @@ Under a ``tf.distribute`` strategy (:mod:`tfimpute.distribute`) the global batch
 step is ``model.distributed_train_step`` inside one ``tf.function``;
 progress, checkpoints and the model's optimizers live in ``strategy.scope()``.
 With several workers (MultiWorkerMirroredStrategy) checkpoints are written at the end
-of epochs only: timed or Ctrl-C checkpoints would leave the workers at different
+of epochs only: timed, Ctrl-C or SIGTERM checkpoints would leave the workers at different
 steps, and their resumed runs would disagree.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
+import signal
 import sys
+import threading
 import time
 from typing import Any, Callable, Iterable
 
@@ -31,7 +35,7 @@ import tensorflow as tf
 
 from tfimpute import distribute, metrics, visualize
 from tfimpute.callbacks import default_callbacks
-from tfimpute.errors import InvalidInputError, WorkdirError
+from tfimpute.errors import InvalidInputError, Terminated, WorkdirError
 from tfimpute.files import write_json_atomically
 from tfimpute.masks import IncompleteData
 from tfimpute.models.base import Imputer
@@ -169,13 +173,29 @@ def check_workers_agree(strategy: tf.distribute.Strategy, progress: _Progress) -
                            "give every worker a copy of the chief's checkpoints directory")
 
 
+def _raise_terminated(signum, frame) -> None:
+    raise Terminated("SIGTERM")
+
+
+def _sigterm_as_interrupt():
+    """Makes SIGTERM (a scheduler stopping the job) interrupt training as Ctrl-C does, so that a
+    checkpoint is saved; returns the previous handler (None outside the main thread, where Python
+    cannot set one)."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    return signal.signal(signal.SIGTERM, _raise_terminated)
+
+
 def run_training(model: Imputer, train_data: IncompleteData, test_images: np.ndarray,
                  test_mask: np.ndarray, workdir: str, options: TrainingOptions,
                  run_info: dict[str, Any], log: Callable[[str], None] = print,
                  strategy: tf.distribute.Strategy | None = None,
                  callbacks: Iterable[keras.callbacks.Callback] = (),
-                 test_data_mask: np.ndarray | None = None) -> dict[str, Any]:
+                 test_data_mask: np.ndarray | None = None, reevaluate: bool = False) -> dict[str, Any]:
     """Trains (or resumes) ``model`` in ``workdir``; writes and returns ``metrics.json``'s content.
+
+    A workdir that already holds ``options.epochs`` finished epochs and its ``metrics.json`` is
+    left as it is (its metrics are returned) unless ``reevaluate``.
 
     The test RMSE is over the entries ``test_mask`` hides that the data observed
     (``test_data_mask``, 1 = observed; None: the test data are complete).
@@ -193,8 +213,15 @@ def run_training(model: Imputer, train_data: IncompleteData, test_images: np.nda
         # Optimizers are attributes of the model (Keras's `optimizer`, a GAN's one per player).
         checkpoint = tf.train.Checkpoint(model=model, progress=progress)
     manager = tf.train.CheckpointManager(checkpoint, os.path.join(workdir, "checkpoints"), max_to_keep=3)
+    metrics_path = os.path.join(workdir, "metrics.json")
     if manager.latest_checkpoint:
         checkpoint.restore(manager.latest_checkpoint).assert_existing_objects_matched()
+        trained = int(progress.epoch.numpy())
+        if (model.trainable_imputer and trained >= options.epochs and progress.step_in_epoch.numpy() == 0
+                and os.path.exists(metrics_path) and not reevaluate):
+            log(f"{workdir}: already trained {trained} epochs; raise --epochs to continue")
+            with open(metrics_path) as f:
+                return json.load(f)
         log(f"Resuming from {manager.latest_checkpoint}: epoch {int(progress.epoch.numpy()) + 1}, "
             f"step {int(progress.step_in_epoch.numpy())}")
     else:
@@ -236,6 +263,7 @@ def run_training(model: Imputer, train_data: IncompleteData, test_images: np.nda
         last_save = time.monotonic()
         log(f"Checkpoint ({reason}): {path}")
 
+    previous_sigterm = _sigterm_as_interrupt() if save_anytime else None
     try:
         while model.trainable_imputer and int(progress.epoch.numpy()) < options.epochs:
             epoch = int(progress.epoch.numpy())
@@ -286,6 +314,9 @@ def run_training(model: Imputer, train_data: IncompleteData, test_images: np.nda
         if save_anytime:
             save("interrupted")
         raise
+    finally:
+        if previous_sigterm is not None:
+            signal.signal(signal.SIGTERM, previous_sigterm)
 
     imputed = model.impute(test_inputs * test_mask, test_mask)
     if model.is_image_model:
@@ -298,5 +329,5 @@ def run_training(model: Imputer, train_data: IncompleteData, test_images: np.nda
         "train_seconds": round(float(progress.train_seconds.numpy()), 2),
         "test_size": int(len(test_images)),
     })
-    write_json_atomically(os.path.join(workdir, "metrics.json"), result)
+    write_json_atomically(metrics_path, result)
     return result
