@@ -46,6 +46,7 @@ from absl import app, flags
 
 from tfimpute import masks
 from tfimpute.data import MNIST_SHAPE
+from tfimpute import datasets
 from tfimpute.datasets import Dataset
 from tfimpute.errors import InvalidInputError
 from tfimpute.masks import IncompleteData
@@ -133,7 +134,7 @@ def main(argv: list[str]) -> None:
         having = [other.name for other in registry.specs() if issubclass(other.cls, HasExtraBenchmark)]
         raise InvalidInputError(f"--search_benchmark: {FLAGS.model} has no extra benchmark "
                                 f"({', '.join(having)} have one)")
-    if FLAGS.dataset == "mnist":
+    if FLAGS.dataset == datasets.MNIST:
         observed, mask, labels = benchmark_batch(FLAGS.batch_size)
     else:
         dataset = cli.load_dataset(cli.dataset_options(), FLAGS.train_size or FLAGS.batch_size, None)

@@ -33,7 +33,7 @@ import numpy as np
 
 from tfimpute import metrics
 from tfimpute.data import MNIST_SHAPE, Mnist
-from tfimpute.datasets import Dataset, as_dataset
+from tfimpute.datasets import MNIST, Dataset, as_dataset
 from tfimpute.errors import InvalidInputError, WorkdirError
 from tfimpute.masks import make_incomplete
 from tfimpute.files import write_json_atomically
@@ -120,7 +120,7 @@ def train_classifier(dataset: Dataset | Mnist, classifier_dir: str, epochs: int,
     if finished is not None:
         requested = {"dataset": dataset.name, "train_size": len(train_x), "epochs": epochs,
                      "batch_size": batch_size, "seed": seed}
-        trained = {**finished, "dataset": finished.get("dataset", "mnist")}  # older classifiers: MNIST
+        trained = {**finished, "dataset": finished.get("dataset", MNIST)}  # older classifiers: MNIST
         differences = [f"{key}: {trained.get(key)!r} in the directory, {value!r} now"
                        for key, value in requested.items() if trained.get(key) != value]
         if differences:
@@ -168,14 +168,15 @@ class FeatureFid:
     """FID of example sets against the training examples, in the features of a classifier trained on
     ``dataset`` (its name; classifiers written before datasets were recorded are MNIST's)."""
 
-    def __init__(self, classifier_dir: str, dataset: str = "mnist"):
+    def __init__(self, classifier_dir: str, dataset: str = MNIST):
         self.info = _read_metrics(classifier_dir)
         if self.info is None:
             raise WorkdirError(
                 f"{classifier_dir}: no trained feature classifier; train one with `python -m tfimpute.train "
                 f"--model={MODEL_NAME} --dataset={dataset} --workdir={classifier_dir}`")
-        if self.info.get("dataset", "mnist") != dataset:
-            raise WorkdirError(f"{classifier_dir}: its classifier was trained on {self.info.get('dataset', 'mnist')}, "
+        trained_on = self.info.get("dataset", MNIST)
+        if trained_on != dataset:
+            raise WorkdirError(f"{classifier_dir}: its classifier was trained on {trained_on}, "
                                f"not on {dataset}; give another --classifier_dir")
         self.classifier_dir = classifier_dir
         self.classifier = keras.models.load_model(os.path.join(classifier_dir, CLASSIFIER_FILE))

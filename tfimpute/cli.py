@@ -52,7 +52,7 @@ FLAGS = flags.FLAGS
 
 def define_dataset_flags() -> None:
     """The data flags shared by every mechanism and rate (evaluate takes lists of those)."""
-    flags.DEFINE_string("dataset", "mnist",
+    flags.DEFINE_string("dataset", datasets.MNIST,
                         "mnist (from --data_dir, $TFIMPUTE_DATA_DIR or TFDS), tfds:NAME (a TFDS image dataset), "
                         "npz:PATH (x [N,H,W(,C)] images or [N,D] vectors, NaN = missing; optional mask, y, "
                         "x_test, mask_test, y_test), csv:PATH (header row; empty/NA/NaN cells missing) or "
@@ -104,12 +104,13 @@ def define_model_flags() -> None:
 
 
 def dataset_options() -> dict[str, Any]:
-    """The reading options of ``--dataset`` that were given (recorded in a workdir's ``data``)."""
-    options = {"dataset": FLAGS.dataset}
-    if FLAGS.dataset != "mnist":
-        options.update(test_fraction=FLAGS.test_fraction, split_seed=FLAGS.split_seed)
-        options.update({name: FLAGS[name].value for name in ("label_column", "categorical_columns", "image_size")
-                        if FLAGS[name].value})
+    """``--dataset`` and its reading options as a workdir's ``data`` records them: nothing for MNIST
+    (workdirs written before other datasets existed say nothing either)."""
+    if FLAGS.dataset == datasets.MNIST:
+        return {}
+    options = {"dataset": FLAGS.dataset, "test_fraction": FLAGS.test_fraction, "split_seed": FLAGS.split_seed}
+    options.update({name: FLAGS[name].value for name in ("label_column", "categorical_columns", "image_size")
+                    if FLAGS[name].value})
     return options
 
 
@@ -117,7 +118,7 @@ def load_dataset(options: dict[str, Any], train_size: int | None, test_size: int
     """The dataset of ``options`` (see :func:`dataset_options`)."""
     image_size = options.get("image_size")
     return datasets.load_dataset(
-        options.get("dataset", "mnist"), data_dir=FLAGS.data_dir, train_size=train_size, test_size=test_size,
+        options.get("dataset", datasets.MNIST), data_dir=FLAGS.data_dir, train_size=train_size, test_size=test_size,
         test_fraction=options.get("test_fraction", 0.1), split_seed=options.get("split_seed", 0),
         label_column=options.get("label_column"), categorical_columns=tuple(options.get("categorical_columns", ())),
         image_size=datasets.parse_image_size(image_size) if image_size else None)

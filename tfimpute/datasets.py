@@ -24,6 +24,7 @@ from PIL import Image
 from tfimpute import data
 from tfimpute.errors import DataError, InvalidInputError
 
+MNIST = "mnist"  # the --dataset of the paper's data (and of every workdir without a ``dataset``)
 MNIST_SHAPE = data.MNIST_SHAPE
 SPEC_FORMS = "mnist, tfds:NAME, npz:PATH, csv:PATH or images:DIR"
 MISSING_CELLS = frozenset({"", "na", "nan"})  # compared stripped and lower-cased
@@ -327,7 +328,7 @@ def as_dataset(dataset: Dataset | data.Mnist) -> Dataset:
     """A :class:`Dataset` as it is; complete MNIST arrays as the ``mnist`` dataset (masks all ones)."""
     if isinstance(dataset, Dataset):
         return dataset
-    return Dataset("mnist", dataset.train_images, np.ones_like(dataset.train_images), dataset.train_labels,
+    return Dataset(MNIST, dataset.train_images, np.ones_like(dataset.train_images), dataset.train_labels,
                    dataset.test_images, np.ones_like(dataset.test_images), dataset.test_labels,
                    _image_codec(MNIST_SHAPE))
 
@@ -631,8 +632,8 @@ def _read_images(paths: list[str], image_size: tuple[int, int] | None) -> np.nda
     return np.stack([np.repeat(image, channels // image.shape[2], axis=2) for image in images])
 
 
-def _load_images(directory: str, image_size: tuple[int, int] | None, train_size: int | None,
-                 test_size: int | None, test_fraction: float, split_seed: int) -> Dataset:
+def image_files(directory: str) -> list[str]:
+    """The PNG/JPEG files under ``directory`` (searched recursively), as sorted relative paths."""
     if not os.path.isdir(directory):
         raise DataError(f"{directory}: not a directory")
     files = sorted(
@@ -641,6 +642,12 @@ def _load_images(directory: str, image_size: tuple[int, int] | None, train_size:
     )
     if not files:
         raise DataError(f"{directory}: no PNG or JPEG files (searched recursively)")
+    return files
+
+
+def _load_images(directory: str, image_size: tuple[int, int] | None, train_size: int | None,
+                 test_size: int | None, test_fraction: float, split_seed: int) -> Dataset:
+    files = image_files(directory)
     folders = [name.split(os.sep, 1)[0] if os.sep in name else None for name in files]
     class_names: list[str] = sorted({folder for folder in folders if folder is not None})
     if class_names and None in folders:
@@ -666,7 +673,7 @@ def parse_image_size(text: str) -> tuple[int, int]:
     raise InvalidInputError(f"image size must be HxW with positive integers (e.g. 32x32), got {text!r}")
 
 
-def load_dataset(spec: str = "mnist", *, data_dir: str | None = None, train_size: int | None = None,
+def load_dataset(spec: str = MNIST, *, data_dir: str | None = None, train_size: int | None = None,
                  test_size: int | None = None, test_fraction: float = 0.1, split_seed: int = 0,
                  label_column: str | None = None, categorical_columns: Sequence[str] = (),
                  image_size: tuple[int, int] | None = None) -> Dataset:
@@ -677,7 +684,7 @@ def load_dataset(spec: str = "mnist", *, data_dir: str | None = None, train_size
     ``test_size`` keep the first examples of each split.
     """
     prefix, _, target = spec.partition(":")
-    if spec != "mnist" and (prefix not in ("tfds", "npz", "csv", "images") or not target):
+    if spec != MNIST and (prefix not in ("tfds", "npz", "csv", "images") or not target):
         raise DataError(f"unknown dataset {spec!r}; expected {SPEC_FORMS}")
     if (label_column is not None or categorical_columns) and prefix != "csv":
         raise InvalidInputError("--label_column and --categorical_columns apply only to csv: datasets")
@@ -690,7 +697,7 @@ def load_dataset(spec: str = "mnist", *, data_dir: str | None = None, train_size
     for split, size in (("train", train_size), ("test", test_size)):
         if size is not None and size < 1:
             raise DataError(f"{split}_size must be >= 1, got {size}")
-    if spec == "mnist":
+    if spec == MNIST:
         train_size = data.PAPER_TRAIN_SIZE if train_size is None else train_size
         return as_dataset(data.load_mnist(data_dir, train_size, test_size))
     if prefix == "tfds":

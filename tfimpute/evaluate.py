@@ -92,7 +92,7 @@ def define_flags() -> None:
 def logistic_fit(train_size: int, dataset: str) -> LogisticFit:
     """MNIST: the Table-1 budget (10 epochs of 50,000 digits, about 1,000 steps). A smaller dataset
     gets as many epochs as give the same number of steps, so that the regression is not left unfit."""
-    if dataset == "mnist":
+    if dataset == datasets.MNIST:
         return LogisticFit()
     batches = math.ceil(train_size / LogisticFit.batch_size)
     return LogisticFit(epochs=max(LogisticFit.epochs, math.ceil(LOGISTIC_STEPS / batches)))
@@ -101,7 +101,7 @@ def logistic_fit(train_size: int, dataset: str) -> LogisticFit:
 def feature_fid(dataset: datasets.Dataset, classifier_dir: str) -> FeatureFid | None:
     """The FID of ``classifier_dir``; for a dataset other than MNIST, the classifier is trained there
     first when missing (None, said in one line, when the dataset has no labels)."""
-    if FLAGS.dataset != "mnist" and not os.path.exists(os.path.join(classifier_dir, classifier.METRICS_FILE)):
+    if FLAGS.dataset != datasets.MNIST and not os.path.exists(os.path.join(classifier_dir, classifier.METRICS_FILE)):
         if dataset.train_labels is None:
             print(f"FID skipped: {dataset.name} has no labels to train a feature classifier on")
             return None
@@ -120,15 +120,14 @@ def main(argv: list[str]) -> None:
     cells = plan_cells(FLAGS.methods, FLAGS.missingness, parse_rates(FLAGS.missing_rates))
     output_dir = FLAGS.output_dir or FLAGS.workdir
     options = cli.dataset_options()
-    dataset_data = {} if options["dataset"] == "mnist" else options
-    classifier_dir = FLAGS.classifier_dir or (default_classifier_dir(FLAGS.workdir) if options["dataset"] == "mnist"
+    classifier_dir = FLAGS.classifier_dir or (default_classifier_dir(FLAGS.workdir) if FLAGS.dataset == datasets.MNIST
                                               else os.path.join(FLAGS.workdir, FEATURE_CLASSIFIER_DIR))
 
     def training_request(train_size: int, test_size: int | None) -> TrainingRequest | None:
         if not FLAGS.train_missing:
             return None
         return TrainingRequest(
-            data={**dataset_data, "train_size": train_size, "test_size": test_size,
+            data={**options, "train_size": train_size, "test_size": test_size,
                   "mask_seed": FLAGS.mask_seed, "num_patches": FLAGS.num_patches},
             model_settings=cli.all_settings_from_flags(),
             options=TrainingOptions(epochs=FLAGS.epochs, batch_size=FLAGS.batch_size, seed=FLAGS.seed,
@@ -138,7 +137,7 @@ def main(argv: list[str]) -> None:
     unread = EvaluationSettings(repeats=FLAGS.repeats, test_size=FLAGS.test_size or 0,
                                 test_mask_seed=FLAGS.test_mask_seed, classifier_dir=classifier_dir)
     needed = max(check_cell(cell, os.path.join(FLAGS.workdir, cell.name), output_dir, unread,
-                            training_request(0, FLAGS.test_size), dataset_data) for cell in cells)
+                            training_request(0, FLAGS.test_size), options) for cell in cells)
     dataset = cli.load_dataset(options, FLAGS.train_size, FLAGS.test_size)
     for cell in cells:
         registry.get(cell.method).check_data_shape(dataset.shape)
@@ -148,10 +147,10 @@ def main(argv: list[str]) -> None:
     training = training_request(train_size, len(dataset.test_x))
     settings = EvaluationSettings(repeats=FLAGS.repeats, test_size=len(dataset.test_x),
                                   test_mask_seed=FLAGS.test_mask_seed, classifier_dir=classifier_dir,
-                                  logistic_fit=logistic_fit(train_size, options["dataset"]))
+                                  logistic_fit=logistic_fit(train_size, FLAGS.dataset))
     fid = feature_fid(dataset, settings.classifier_dir)
     run_settings = {
-        "dataset": options["dataset"],
+        "dataset": FLAGS.dataset,
         "methods": list(dict.fromkeys(FLAGS.methods)), "missingness": list(dict.fromkeys(FLAGS.missingness)),
         "missing_rates": list(dict.fromkeys(cell.missing_rate for cell in cells)),
         "models_dir": os.path.abspath(FLAGS.workdir), "data_dir": FLAGS.data_dir,

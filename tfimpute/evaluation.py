@@ -24,7 +24,7 @@ from scipy import stats
 from tfimpute import masks, metrics, report, workdir
 from tfimpute.classifier import FeatureFid
 from tfimpute.data import Mnist
-from tfimpute.datasets import Codec, Dataset, as_dataset, rescaled
+from tfimpute.datasets import MNIST, Codec, Dataset, as_dataset, rescaled
 from tfimpute.errors import InvalidInputError, WorkdirError
 from tfimpute.experiment import codec_of, prepared, test_mask, train, training_mask
 from tfimpute.files import write_json_atomically
@@ -156,8 +156,8 @@ def check_cell(cell: Cell, model_dir: str, output_dir: str, settings: Evaluation
         check_comparable(cell, data)
         trained_on = {key: data[key] for key in DATASET_KEYS if key in data}
         if trained_on != dataset_options:
-            raise WorkdirError(f"{model_dir} was trained on {trained_on or {'dataset': 'mnist'}}, not on "
-                               f"{dataset_options or {'dataset': 'mnist'}}; give the same dataset flags")
+            raise WorkdirError(f"{model_dir} was trained on {trained_on or {'dataset': MNIST}}, not on "
+                               f"{dataset_options or {'dataset': MNIST}}; give the same dataset flags")
         resumable = training is not None and os.path.exists(_training_marker(output_dir, cell))
         if not _is_finished(model_dir) and not resumable:
             raise WorkdirError(f"{model_dir}: training has not finished (no metrics.json); finish it with "

@@ -18,12 +18,9 @@ import tensorflow as tf
 from tfimpute import distribute, masks, workdir
 from tfimpute.data import Mnist
 from tfimpute.errors import InvalidInputError
-from tfimpute.datasets import Codec, Dataset, as_dataset
+from tfimpute.datasets import MNIST, Codec, Dataset, as_dataset
 from tfimpute.models import registry
 from tfimpute.training import TrainingOptions, run_training
-
-MNIST = "mnist"
-
 
 def prepared(dataset: Dataset, data: dict[str, Any]) -> Dataset:
     """``dataset`` as ``data`` says: images thresholded at 0.5 with ``binarize`` (binarised MNIST)."""
@@ -44,6 +41,12 @@ def _known(values: np.ndarray, mask: np.ndarray, mechanism: str) -> np.ndarray |
     return np.where(mask > 0.5, values, np.nan) if mechanism in masks.VALUE_MECHANISMS else None
 
 
+def synthetic_training_holes(data: dict[str, Any]) -> bool:
+    """False for runs that train on complete data (``complete_training_data``) or on the data's own
+    holes alone (``own_holes_only``); the test split is masked either way."""
+    return not (data.get("complete_training_data") or data.get("own_holes_only"))
+
+
 def training_mask(dataset: Dataset, data: dict[str, Any]) -> np.ndarray:
     """The mask of the training examples a model is trained with: the data's own holes and, unless
     ``complete_training_data`` or ``own_holes_only``, the synthetic mechanism of ``data`` on top
@@ -51,7 +54,7 @@ def training_mask(dataset: Dataset, data: dict[str, Any]) -> np.ndarray:
 
     Evaluation calls it too, to impute exactly the incomplete training data a model saw.
     """
-    if data.get("complete_training_data") or data.get("own_holes_only"):
+    if not synthetic_training_holes(data):
         return dataset.train_mask
     synthetic = masks.generate_masks(data["missingness"], data["missing_rate"], len(dataset.train_x),
                                      data["mask_seed"], data["num_patches"], dataset.shape,
@@ -111,9 +114,7 @@ def train(model_name: str, dataset: Dataset | Mnist, data: dict[str, Any], setti
     own = (f"; the data's own holes: {masks.realised_missing_fraction(dataset.train_mask):.4f} (train)"
            if dataset.has_own_holes else "")
     print(f"{data['missingness']} missingness at rate {data['missing_rate']}"
-          f"{' (test only)' if data.get('complete_training_data') or data.get('own_holes_only') else ''}"
-          f": realised missing "
-          f"fraction {train_missing:.4f} (train, {len(train_mask)} examples), {test_missing:.4f} "
+          f"{'' if synthetic_training_holes(data) else ' (test only)'}: realised missing fraction {train_missing:.4f} (train, {len(train_mask)} examples), {test_missing:.4f} "
           f"(test, {len(evaluation_mask)} examples){own}")
 
     settings = spec.settings_for_data(settings, train_data)

@@ -104,10 +104,14 @@ def fill_csv(input_path: str, output_path: str, codec: Codec, fill: Callable[[np
     return len(rows), holes
 
 
+def _pixel_bytes(x: np.ndarray, codec: Codec) -> bool:
+    """Whether an npz array holds uint8 pixels (read as pixel / 255, as when loaded, and written back so)."""
+    return x.dtype == np.uint8 and codec.kind == "image"
+
+
 def _raw_examples(path: str, x: np.ndarray, mask: np.ndarray | None, codec: Codec) -> np.ndarray:
     """An npz's ``x`` (and ``mask``) as float32 raw values [N, *codec.shape], NaN where missing."""
-    as_bytes = x.dtype == np.uint8 and codec.kind == "image"  # uint8 images are pixel / 255, as when loaded
-    values = x.astype(np.float32) / 255.0 if as_bytes else x.astype(np.float32)
+    values = x.astype(np.float32) / 255.0 if _pixel_bytes(x, codec) else x.astype(np.float32)
     if values.ndim == len(codec.shape) and codec.kind == "image" and codec.shape[2] == 1:
         values = values[..., None]
     if values.shape[1:] != codec.shape:
@@ -139,7 +143,7 @@ def fill_npz(input_path: str, output_path: str, codec: Codec, fill: Callable[[np
         raw = _raw_examples(input_path, x, arrays.get(mask_key), codec)
         filled = fill(raw)
         count, holes = count + len(raw), holes + int(np.isnan(raw).sum())
-        as_bytes = x.dtype == np.uint8 and codec.kind == "image"
+        as_bytes = _pixel_bytes(x, codec)
         if as_bytes:  # observed pixels keep their exact byte
             filled = np.where(np.isnan(raw), np.rint(np.clip(filled, 0.0, 1.0) * 255.0), x.reshape(raw.shape))
         arrays[key] = filled.reshape(x.shape).astype(np.uint8 if as_bytes else np.float32)
@@ -172,11 +176,7 @@ def fill_image_folder(input_dir: str, output_dir: str, codec: Codec,
     ``output_dir`` at the same relative paths. Returns (images, pixels filled)."""
     if codec.kind != "image":
         raise InvalidInputError(f"{input_dir}: the model imputes table rows, not images")
-    files = sorted(os.path.relpath(os.path.join(root, name), input_dir)
-                   for root, _, names in os.walk(input_dir) for name in names
-                   if name.lower().endswith(datasets.IMAGE_EXTENSIONS))
-    if not files:
-        raise InvalidInputError(f"{input_dir}: no PNG or JPEG files")
+    files = datasets.image_files(input_dir)
     raw = np.stack([_image_with_holes(os.path.join(input_dir, name), codec) for name in files])
     filled = fill(raw)
     for name, image in zip(files, filled):

@@ -21,6 +21,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from tfimpute import visualize
+from tfimpute.datasets import MNIST
 
 MECHANISM_LABELS = {"independent": "I.M.", "square": "S.O.", "patch": "P.M."}
 # (result key, column title, decimals at most, factor for display)
@@ -139,9 +140,9 @@ def paper_table(cells: list[dict[str, Any]]) -> str | None:
 def markdown_report(cells: list[dict[str, Any]], settings: dict[str, Any],
                     classifier: dict[str, Any] | None) -> str:
     """The evaluation as Markdown: our table, notes on how it was measured, the paper's table (MNIST)."""
-    dataset = settings.get("dataset", "mnist")
+    dataset = settings.get("dataset", MNIST)
     repeats = settings["repeats"]
-    title = ("# Imputation of MNIST: distortion, perception and accuracy (Table 1 layout)" if dataset == "mnist"
+    title = ("# Imputation of MNIST: distortion, perception and accuracy (Table 1 layout)" if dataset == MNIST
              else f"# Imputation of {dataset}: distortion, perception and accuracy")
     if classifier is None:
         fid_note = "* FID: not computed (the dataset has no labels to train a feature classifier on)."
@@ -168,7 +169,7 @@ def markdown_report(cells: list[dict[str, Any]], settings: dict[str, Any],
         "training examples it was trained on, scored on the imputed test examples; RBM †: the same on "
         "hidden-layer activations p(h | v_o).",
     ]
-    paper = paper_table(cells) if dataset == "mnist" else None
+    paper = paper_table(cells) if dataset == MNIST else None
     if paper is not None:
         parts += ["## The paper's Table 1 for the same cells", paper]
     return "\n\n".join(parts) + "\n"

@@ -56,8 +56,7 @@ def define_flags() -> None:
 
 def data_settings(dataset: datasets.Dataset) -> dict[str, Any]:
     """The ``data`` section of the workdir's config: dataset, sizes and synthetic missingness."""
-    options = cli.dataset_options()
-    settings = {} if options["dataset"] == experiment.MNIST else options
+    settings = cli.dataset_options()
     settings.update({"train_size": len(dataset.train_x), "test_size": len(dataset.test_x),
                      "missingness": FLAGS.missingness, "missing_rate": FLAGS.missing_rate,
                      "mask_seed": FLAGS.mask_seed, "num_patches": FLAGS.num_patches})
