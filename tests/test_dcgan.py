@@ -18,7 +18,7 @@ from zoo_support import tiny_model
 
 
 def tiny(cls=DCGAN, **overrides):
-    settings = dict(latent_size=6, gan_width=2, search_steps=5, search_restarts=3, seed=0)
+    settings = dict(latent_size=6, gan_width=2, search_steps=5, search_restarts=3, seed=0, latent_search="published")
     model = cls(**{**settings, **overrides})
     model.compile()
     model.build_optimizers()
@@ -250,11 +250,12 @@ def test_train_and_gan_report_end_to_end(mnist_dir, classifier_dir, tmp_path):
 def test_bench_times_training_and_the_latent_search():
     result = run("tfimpute.bench", "--model=cgan", "--latent_size=4", "--gan_width=2", "--batch_size=8",
                  "--steps=2", "--warmup_steps=1", "--search_benchmark", "--search_batch=3",
-                 "--search_restarts=2", "--search_steps=3")
+                 "--encoder_search_restarts=2", "--encoder_search_steps=3")
     assert result.returncode == 0, result.stderr
     figures = json.loads(result.stdout.strip().splitlines()[-1])
     assert figures["samples_per_sec"] > 0 and figures["search_seconds"] > 0
-    assert (figures["search_digits"], figures["search_restarts"], figures["search_steps"]) == (3, 2, 3)
+    assert (figures["search_digits"], figures["latent_search"], figures["search_restarts"],
+            figures["search_steps"]) == (3, "encoder", 2, 3)
     refused = run("tfimpute.bench", "--model=vae", "--search_benchmark", "--steps=1")
     assert refused.returncode == 2 and "vae has no extra benchmark (cgan, dcgan have one)" in refused.stderr
 
@@ -292,3 +293,71 @@ def test_serving_signatures_are_the_published_ones():
     dcgan = {"serving_default", "impute_sample", "sample"}
     assert set(tiny_model("dcgan").serving_signatures()) == dcgan
     assert set(tiny_model("cgan").serving_signatures()) == dcgan | {"impute_with_labels", "generate"}
+
+
+# -- the fast search: an encoder that inverts the generator --------------------------------------
+
+def test_random_encoder_masks_hide_all_channels_of_a_pixel_at_rates_up_to_0_95():
+    from tfimpute.models.dcgan import random_masks
+    from tfimpute.models.replicas import StepDraws
+
+    drawn = random_masks(StepDraws(0, 7, 400), (10, 12, 3)).numpy()
+    assert set(np.unique(drawn)) <= {0.0, 1.0}
+    np.testing.assert_array_equal(drawn, np.repeat(drawn[..., :1], 3, axis=-1))
+    missing = 1.0 - drawn.mean(axis=(1, 2, 3))
+    assert missing.max() <= 0.96 and 0.4 < missing.mean() < 0.55  # r ~ U(0, 0.95): mean 0.475
+    rows_fully_observed = (drawn[..., 0].min(axis=2) == 1).sum(axis=1)  # hidden rectangles leave full rows
+    assert (rows_fully_observed > 0).mean() > 0.2
+
+
+def test_the_encoder_learns_to_invert_the_generator():
+    """Trained on the generator's own digits (GAN held fixed), E's latent error falls well below
+    that of an untrained E."""
+    model = tiny(latent_size=4, gan_width=4, latent_search="encoder")
+    for variable in model.generator.trainable_variables:  # an untrained G barely depends on z
+        if "kernel" in variable.path:
+            variable.assign(variable * 20.0)
+    latent = model.draw_latents(tf.constant(256), tf.constant([5, 0]))
+    generated = model.generate(latent)
+    ones = tf.ones_like(generated)
+
+    def latent_error() -> float:
+        return float(tf.reduce_mean(tf.square(model.encode(generated, ones)[0] - latent)))
+
+    untrained = latent_error()
+    @tf.function
+    def step():
+        return model.encoder_step(generated, latent, None, ones)
+
+    for _ in range(150):
+        step()
+    assert latent_error() < 0.3 * untrained
+
+
+def test_the_encoder_search_starts_at_the_encoders_latent():
+    """With no Adam steps and one restart, the missing pixels come from G(E(observed, mask))."""
+    model = tiny(latent_search="encoder", encoder_search_restarts=1, encoder_search_steps=0)
+    images, mask = batch()[:2]
+    imputed = model.impute(images * mask, mask)
+    expected = model.generate(model.encode(tf.constant(images * mask), tf.constant(mask))[0]).numpy()
+    np.testing.assert_allclose(imputed[mask < 0.5], expected[mask < 0.5], atol=1e-6)
+    np.testing.assert_array_equal(imputed[mask > 0.5], images[mask > 0.5])
+
+
+def test_cgan_encoder_restarts_try_the_encoders_most_likely_classes():
+    model = tiny(CGAN, latent_search="encoder", encoder_search_restarts=3, encoder_search_steps=0)
+    images, mask = batch()[:2]
+    observed, mask = tf.constant(images * mask), tf.constant(mask)
+    _, class_logits = model.encode(observed, mask)
+    starts, labels = model.encoder_starts(observed, mask, DCGAN.row_seeds(tf.constant([0, 0]), 6), None)
+    expected = np.argsort(-class_logits.numpy(), axis=1)[:, :3].reshape(-1)
+    np.testing.assert_array_equal(labels.numpy(), expected)
+    latent = model.encode(observed, mask)[0].numpy()
+    np.testing.assert_allclose(starts.numpy().reshape(6, 3, -1)[:, 0], latent, atol=1e-6)  # restart 0: E's own
+    assert np.abs(starts.numpy().reshape(6, 3, -1)[:, 1] - latent).mean() > 0.05  # others: perturbed
+
+
+def test_a_model_without_encoder_refuses_the_encoder_search_in_one_line():
+    with pytest.raises(ValueError, match="--latent_search=encoder needs the encoder.*use --latent_search=published"):
+        DCGAN(latent_size=4, gan_width=2, train_encoder=False, latent_search="encoder")
+    assert DCGAN.upgraded_config({"latent_size": 4})["latent_search"] == "published"  # 0.1 workdirs

@@ -7,7 +7,13 @@ Tolerance of the equality checks: float32 round-off of sums taken in a different
 
 import functools
 import json
+import os
 import re
+import signal
+import socket
+import subprocess
+import sys
+import time
 
 import numpy as np
 import pytest
@@ -236,3 +242,43 @@ def test_a_batch_smaller_than_the_replicas_is_refused(mirrored, tmp_path):
     with pytest.raises(InvalidInputError, match=f"--batch_size=1 is smaller than the {CPU_REPLICAS} replicas"):
         experiment.train("mean", np.zeros((4, 2), np.float32), {}, {}, TrainingOptions(epochs=1, batch_size=1),
                          str(tmp_path), mirrored)
+
+
+def _free_ports(count: int) -> list[int]:
+    sockets = [socket.socket() for _ in range(count)]
+    for s in sockets:
+        s.bind(("localhost", 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
+
+
+def _lone_worker(tmp_path, mnist_dir, timeout: float) -> tuple[subprocess.Popen, int]:
+    """Worker 0 of a two-worker cluster whose worker 1 never starts."""
+    ports = _free_ports(2)
+    tf_config = {"cluster": {"worker": [f"localhost:{port}" for port in ports]}, "task": {"type": "worker", "index": 0}}
+    command = [sys.executable, "-m", "tfimpute.train", "--model=lmrbm", "--hidden_units=8", "--epochs=1",
+               "--train_size=64", "--test_size=16", f"--data_dir={mnist_dir}", "--strategy=multi_worker",
+               f"--cluster_timeout={timeout}", f"--workdir={tmp_path / 'run'}"]
+    return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True, env={**os.environ, "TF_CONFIG": json.dumps(tf_config), "PYTHONUNBUFFERED": "1"}), ports[1]
+
+
+def test_a_lone_worker_says_whom_it_waits_for_gives_up_in_one_line_and_stops_on_sigterm(mnist_dir, tmp_path):
+    waiting, peer = _lone_worker(tmp_path / "a", mnist_dir, timeout=2)
+    stopped, _ = _lone_worker(tmp_path / "b", mnist_dir, timeout=600)
+    out, err = waiting.communicate(timeout=120)
+    assert f"worker 0: waiting up to 2 s (--cluster_timeout) for worker 1 (localhost:{peer}); Ctrl-C or SIGTERM to the process group stop it" in out
+    error_lines = [line for line in err.splitlines() if line.startswith("error:")]
+    assert error_lines == [f"error: worker 0: gave up after --cluster_timeout=2 s; never came up: "
+                           f"worker 1 (localhost:{peer})"], err
+    assert waiting.returncode == -signal.SIGKILL and "Traceback" not in err
+
+    deadline = time.monotonic() + 60  # SIGTERM once it waits (it said so), not while TensorFlow imports
+    while "waiting up to" not in stopped.stdout.readline() and time.monotonic() < deadline:
+        pass
+    os.killpg(stopped.pid, signal.SIGTERM)  # what a scheduler stopping the job sends
+    _, err = stopped.communicate(timeout=30)
+    assert stopped.returncode in (-signal.SIGKILL, -signal.SIGTERM)
+    assert "error: worker 0: stopped by SIGTERM while waiting for the cluster" in err and "Traceback" not in err

@@ -25,10 +25,13 @@ SETTINGS = {
     "lmrbm": {"hidden_units": 16, "rank": "auto", "learning_rate": 1e-3, "momentum": 0.5},
     "vae": {"latent_dim": 2, "vae_hidden_units": [8], "vae_impute_samples": 4},
     "misgan": {"latent_size": 4, "gan_width": 2, "imputer_units": 8, "misgan_tau": 0.1, "critic_steps": 2},
-    "dcgan": {"latent_size": 4, "gan_width": 2, "search_steps": 3, "search_restarts": 2},
+    # 0.1's GANs had no encoder and searched as published (what today's flags must say to match).
+    "dcgan": {"latent_size": 4, "gan_width": 2, "search_steps": 3, "search_restarts": 2, "train_encoder": False,
+              "latent_search": "published"},
     "realnvp": {"coupling_layers": 2, "coupling_hidden_units": 8, "coupling_hidden_layers": 1,
                 "flow_impute_steps": 2, "flow_impute_step_size": 0.1, "flow_train_fill_steps": 1},
-    "cgan": {"latent_size": 4, "gan_width": 2, "search_steps": 2, "search_restarts": 2, "search_temperature": 0.5},
+    "cgan": {"latent_size": 4, "gan_width": 2, "search_steps": 2, "search_restarts": 2, "search_temperature": 0.5,
+             "train_encoder": False, "latent_search": "published"},
     "rbm": {"hidden_units": 8, "rank": "4", "impute_mode": "sample"},
     "mean": {},
 }

@@ -347,3 +347,25 @@ def test_serving_bench_reports_latency_and_throughput():
     for protocol in ("rest", "grpc"):
         assert 0 < result[f"{protocol}_p50_ms"] <= result[f"{protocol}_p99_ms"]
         assert result[f"{protocol}_requests_per_sec_2_clients"] > 0
+
+
+def test_the_batching_parameters_follow_tf_servings_rules_and_fit_every_model():
+    """serving/batching_parameters.txt (not parsed here by TF Serving, whose BatchingParameters proto
+    the pip packages do not ship): TF Serving refuses allowed sizes that do not increase, or whose
+    last entry is not max_execution_batch_size (with large-batch splitting) or exceeds max_batch_size."""
+    from tfimpute.models import registry
+
+    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "serving",
+                        "batching_parameters.txt")
+    with open(path) as f:
+        text = "\n".join(line.split("#")[0] for line in f)
+    scalars = {name: int(value) for name, value in re.findall(r"(\w+)\s*\{\s*value:\s*(\d+)\s*\}", text)}
+    switches = dict(re.findall(r"(\w+)\s*\{\s*value:\s*(true|false)\s*\}", text))
+    allowed = [int(size) for size in re.findall(r"allowed_batch_sizes:\s*(\d+)", text)]
+    assert allowed == sorted(set(allowed)) and allowed[0] >= 1
+    assert switches["enable_large_batch_splitting"] == "true"
+    assert allowed[-1] == scalars["max_execution_batch_size"] <= scalars["max_batch_size"]
+    assert scalars["batch_timeout_micros"] > 0 and scalars["num_batch_threads"] >= 1
+    assert scalars["max_enqueued_batches"] >= 1
+    for spec in registry.specs():  # no executed batch larger than a model imputes at once
+        assert (spec.cls.max_impute_batch or allowed[-1]) >= allowed[-1], spec.name

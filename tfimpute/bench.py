@@ -21,11 +21,19 @@ counted once each (2·B·n·m per product):
 Sampling, sigmoids and the parameter update are not counted, so ``ratio`` =
 gflops / gemm_gflops says how much of the machine's GEMM speed the step keeps.
 
+``--dtype_policy`` builds the model under that Keras dtype policy (:mod:`tfimpute.precision`);
+the reference GEMM stays float32, so ``ratio`` compares the step with the float32 matrix speed.
+
 Input is synthetic for the default ``--dataset=mnist`` (speed does not depend on pixel values):
 binary digits (15% of pixels on) with 60% of pixels missing independently. With another
 ``--dataset`` it is the first ``--batch_size`` training examples of that dataset, their own holes
 and 60% more missing independently. The untrained imputers (``mean``,
 ``inpaint``) have no training step and are refused.
+
+``--search_benchmark --search_workdir=DIR`` compares the model's ``benchmark_variants`` (DCGAN, CGAN:
+the encoder-started search and the published one) on the trained model in DIR: milliseconds per
+test example and test RMSE over the missing entries, on the test examples and masks its training
+scored (e.g. the 500 of ``configs/dcgan.cfg``), each variant compiled on one batch first.
 
 ``--search_benchmark`` (models with an ``extra_benchmark``: DCGAN, CGAN) also times the latent-search imputation of
 ``--search_batch`` digits with the model's ``--search_restarts`` and
@@ -44,7 +52,7 @@ import numpy as np
 import tensorflow as tf
 from absl import app, flags
 
-from tfimpute import masks
+from tfimpute import experiment, masks, metrics, precision, workdir
 from tfimpute.data import MNIST_SHAPE
 from tfimpute import datasets
 from tfimpute.datasets import Dataset
@@ -67,6 +75,9 @@ def define_flags() -> None:
     flags.DEFINE_boolean("search_benchmark", False, "Also time the model's costly inference path "
                          "(DCGAN/CGAN: latent-search imputation).")
     flags.DEFINE_integer("search_batch", 64, "Digits imputed at once by --search_benchmark.")
+    flags.DEFINE_string("search_workdir", None, "With --search_benchmark: a trained workdir of --model whose "
+                        "test examples (those its training scored) each of the model's search variants "
+                        "imputes, timed, with its test RMSE.")
 
 
 def _timed(fn, steps: int, warmup: int) -> float:
@@ -123,6 +134,32 @@ def benchmark_train_step(model: Imputer, batch: tuple[np.ndarray, ...], steps: i
     return result
 
 
+def compare_search_variants(workdir_path: str, model_name: str) -> dict:
+    """Milliseconds per test example and test RMSE of each of the model's ``benchmark_variants`` on
+    the trained model in ``workdir_path`` (its test examples and test masks)."""
+    config = workdir.read_config(workdir_path)
+    if config is None or config.get("model") != model_name:
+        raise InvalidInputError(f"--search_workdir={workdir_path}: not a trained {model_name} workdir")
+    data = config["data"]
+    # A workdir's `data` holds the dataset options as cli.dataset_options wrote them.
+    dataset = experiment.prepared(cli.load_dataset(data, data["train_size"], data["test_size"]), data)
+    mask = experiment.test_mask(dataset, data, data["mask_seed"] + 1)
+    observed = np.clip(dataset.test_x, 0.0, 1.0) * mask
+    scored = None if not dataset.has_own_holes else dataset.test_mask
+    result: dict = {"search_workdir": workdir_path, "search_digits": len(observed)}
+    for name, overrides in registry.get(model_name).cls.benchmark_variants().items():
+        model, _ = workdir.load_trained(workdir_path, overrides)
+        warmup = min(len(observed), model.max_impute_batch or len(observed))
+        model.impute(observed[:warmup], mask[:warmup])  # compiles the search
+        started = time.perf_counter()
+        imputed = model.impute(observed, mask)
+        seconds = time.perf_counter() - started
+        result[name] = {**overrides, "ms_per_digit": round(1e3 * seconds / len(observed), 1),
+                        "test_rmse": round(metrics.missing_rmse(dataset.test_x, imputed, mask, scored), 5)}
+        print(f"{name}: {result[name]}")
+    return result
+
+
 def main(argv: list[str]) -> None:
     spec = registry.get(FLAGS.model)
     cli.check_settings_apply(spec)
@@ -141,16 +178,20 @@ def main(argv: list[str]) -> None:
         spec.check_data_shape(dataset.shape)
         observed, mask, labels = dataset_batch(dataset, FLAGS.batch_size)
     settings = spec.settings_for_data(cli.settings_from_flags(spec), IncompleteData(observed, mask, labels))
-    model = spec.build(settings, data_shape=observed.shape[1:])
-    model.compile()
+    with precision.policy_scope(FLAGS.dtype_policy):
+        model = spec.build(settings, data_shape=observed.shape[1:])
+        model.compile()
     shown = {name: FLAGS[name].value for name in spec.cls.size_settings}
     print(f"Benchmarking {FLAGS.model}: {''.join(f'{k}={v} ' for k, v in shown.items())}"
-          f"batch_size={FLAGS.batch_size}, {FLAGS.steps} steps after {FLAGS.warmup_steps} warm-up steps, "
+          f"batch_size={FLAGS.batch_size}, dtype policy {FLAGS.dtype_policy}, {FLAGS.steps} steps after {FLAGS.warmup_steps} warm-up steps, "
           f"{tf.config.threading.get_intra_op_parallelism_threads() or 'all'} intra-op threads")
-    result = {"model": FLAGS.model, **shown, "batch_size": FLAGS.batch_size, "steps": FLAGS.steps}
+    result = {"model": FLAGS.model, **shown, "batch_size": FLAGS.batch_size, "dtype_policy": FLAGS.dtype_policy,
+              "steps": FLAGS.steps}
     result.update(benchmark_train_step(model, (observed, mask, labels), FLAGS.steps, FLAGS.warmup_steps))
     if FLAGS.search_benchmark:
         result.update(model.extra_benchmark(FLAGS.search_batch))
+        if FLAGS.search_workdir:
+            result["trained"] = compare_search_variants(FLAGS.search_workdir, FLAGS.model)
     print(json.dumps(result))
 
 

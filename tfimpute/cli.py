@@ -42,8 +42,8 @@ _import_tensorflow_quietly()
 
 from absl import flags  # noqa: E402
 
-from tfimpute import datasets, masks  # noqa: E402
-from tfimpute.errors import InvalidInputError, Terminated, TfImputeError  # noqa: E402
+from tfimpute import datasets, masks, precision  # noqa: E402
+from tfimpute.errors import ClusterError, InvalidInputError, Terminated, TfImputeError  # noqa: E402
 if TYPE_CHECKING:
     from tfimpute.models.registry import Field, ModelSpec
 
@@ -131,6 +131,10 @@ def define_training_flags() -> None:
     """The flags of the shared training loop (not model settings)."""
     flags.DEFINE_integer("batch_size", 128, "Minibatch size (paper: 128).")
     flags.DEFINE_integer("seed", 0, "Seed of initialisation, shuffling and training draws.")
+    flags.DEFINE_enum("dtype_policy", precision.FLOAT32, list(precision.DTYPE_POLICIES),
+                      "Keras dtype policy of the model: float32, mixed_bfloat16 (CPUs with bf16 units, "
+                      "recent GPUs) or mixed_float16 (GPUs). Parameters stay float32, so a run may resume "
+                      "under another policy; exports always take and return float32.")
 
 
 def _setting_fields() -> dict[str, list[tuple[str, Field]]]:
@@ -243,6 +247,13 @@ def run_main(main: Callable[[list[str]], Any]) -> Callable[[list[str]], Any]:
             if len(argv) > 1:
                 raise InvalidInputError(f"unexpected arguments: {' '.join(argv[1:])}")
             return main(argv)
+        except ClusterError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            if exc.exit_at_once:  # a TensorFlow thread may be blocked on the cluster: do not wait for it
+                sys.stderr.flush()
+                sys.stdout.flush()
+                os._exit(exc.exit_status)
+            sys.exit(exc.exit_status)
         except TfImputeError as exc:
             print(f"error: {exc}", file=sys.stderr)
             sys.exit(2)

@@ -3,22 +3,29 @@
 * ``default``: one device (TensorFlow's default strategy).
 * ``mirrored``: ``MirroredStrategy`` over this machine's GPUs, or over the logical
   CPUs that ``--cpu_replicas`` makes (a way to try it on a machine without GPUs).
-* ``multi_worker``: ``MultiWorkerMirroredStrategy``; the cluster comes from ``TF_CONFIG``.
+* ``multi_worker``: ``MultiWorkerMirroredStrategy``; the cluster comes from ``TF_CONFIG``. The
+  worker says which peers it waits for and gives up after ``cluster_timeout`` seconds naming the
+  tasks that never came up (:func:`start_multi_worker`); Ctrl-C and SIGTERM to its process group
+  stop it while it waits.
+  A worker that loses a peer while training names it (:func:`lost_peers`).
 * ``tpu``: ``TPUStrategy`` on the TPU a ``TPUClusterResolver`` finds.
 
 Every mistake a user can make here raises :class:`tfimpute.errors.InvalidInputError`
-with a one-line message.
+with a one-line message; a cluster that does not form raises :class:`tfimpute.errors.ClusterError`.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
+import subprocess
+import sys
 from typing import Any
 
 import tensorflow as tf
 
-from tfimpute.errors import InvalidInputError
+from tfimpute.errors import ClusterError, InvalidInputError
 
 STRATEGIES = ("default", "mirrored", "multi_worker", "tpu")
 
@@ -78,11 +85,63 @@ def checked_tf_config(environ: dict[str, str] | None = None) -> dict[str, Any]:
     return config
 
 
-def make_strategy(name: str, cpu_replicas: int = 0, log=print) -> tf.distribute.Strategy:
+def task_addresses(config: dict[str, Any]) -> dict[str, str]:
+    """Every task of a checked ``TF_CONFIG``'s cluster, named "TYPE INDEX", and its address."""
+    return {f"{task_type} {index}": address for task_type, addresses in config["cluster"].items()
+            for index, address in enumerate(addresses)}
+
+
+def start_multi_worker(config: dict[str, Any], timeout: float, log=print) -> tf.distribute.Strategy:
+    """``MultiWorkerMirroredStrategy`` for ``config`` (checked ``TF_CONFIG``), waiting at most
+    ``timeout`` seconds for the other workers.
+
+    TensorFlow's constructor blocks until every worker has joined, in native code that neither a
+    timeout nor Ctrl-C reaches, and TensorFlow takes SIGTERM for its preemption notices. So a
+    watcher process (:mod:`tfimpute.cluster_watch`, same process group) prints one line and ends
+    this one if the cluster is not up within ``timeout`` (naming the tasks that never came up), or on
+    Ctrl-C or SIGTERM to the process group.
+    """
+    me = f"{config['task']['type']} {config['task']['index']}"
+    peers = {name: address for name, address in task_addresses(config).items() if name != me}
+    log(f"{me}: waiting up to {timeout:g} s (--cluster_timeout) for "
+        + ", ".join(f"{name} ({address})" for name, address in peers.items())
+        + "; Ctrl-C or SIGTERM to the process group stop it")
+    sys.stdout.flush()
+    watcher = subprocess.Popen(
+        [sys.executable, os.path.join(os.path.dirname(os.path.abspath(__file__)), "cluster_watch.py"),
+         str(os.getpid()), repr(float(timeout)), me, *(f"{name}={address}" for name, address in peers.items())],
+        stdin=subprocess.PIPE)
+    try:
+        strategy = tf.distribute.MultiWorkerMirroredStrategy()
+    except tf.errors.OpError as exc:
+        first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise ClusterError(f"{me}: the cluster did not form ({type(exc).__name__}: {first_line})") from None
+    finally:
+        watcher.stdin.close()  # the watcher ends quietly
+        watcher.wait()
+    log(f"{me}: the cluster is up ({len(peers) + 1} workers)")
+    return strategy
+
+
+LOST_TASK = re.compile(r"/job:(\w+)/replica:\d+/task:(\d+)")
+
+
+def lost_peers(error: Exception, strategy: tf.distribute.Strategy) -> list[str]:
+    """The tasks ("TYPE INDEX") other than this one that a collective's error names."""
+    resolver = strategy.cluster_resolver
+    me = (resolver.task_type, str(resolver.task_id))
+    named = dict.fromkeys(f"{kind} {index}" for kind, index in LOST_TASK.findall(str(error))
+                          if (kind, index) != me)
+    return list(named)
+
+
+def make_strategy(name: str, cpu_replicas: int = 0, log=print,
+                  cluster_timeout: float = 300.0) -> tf.distribute.Strategy:
     """The strategy called ``name`` (one of :data:`STRATEGIES`); ``log`` says what a user may not expect.
 
     ``cpu_replicas`` > 0 (``mirrored`` only) first splits the CPU into that many logical
-    devices (:func:`split_cpu`) and mirrors over them.
+    devices (:func:`split_cpu`) and mirrors over them. ``cluster_timeout``: seconds a
+    ``multi_worker`` worker waits for its peers (:func:`start_multi_worker`).
     """
     if name not in STRATEGIES:
         raise InvalidInputError(f"unknown --strategy {name!r}; choose one of {', '.join(STRATEGIES)}")
@@ -100,8 +159,9 @@ def make_strategy(name: str, cpu_replicas: int = 0, log=print) -> tf.distribute.
                 "replica(s); --cpu_replicas=N mirrors over N logical CPUs")
         return strategy
     if name == "multi_worker":
-        checked_tf_config()
-        return tf.distribute.MultiWorkerMirroredStrategy()
+        if cluster_timeout <= 0:
+            raise InvalidInputError(f"--cluster_timeout must be > 0 seconds, got {cluster_timeout:g}")
+        return start_multi_worker(checked_tf_config(), cluster_timeout, log)
     if name == "tpu":
         return _tpu_strategy()
     return tf.distribute.get_strategy()

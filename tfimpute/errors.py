@@ -19,3 +19,13 @@ class WorkdirError(TfImputeError):
 
 class Terminated(KeyboardInterrupt):
     """SIGTERM (a scheduler stopping or preempting the job) received while training: handled as Ctrl-C is."""
+
+
+class ClusterError(TfImputeError):
+    """A multi-worker cluster did not form, or lost a worker: the message names the tasks and says how
+    to resume. ``exit_at_once``: a thread of TensorFlow's may still be blocked on the cluster, so the
+    program must end without waiting for it (``os._exit``) once the message is printed."""
+
+    def __init__(self, message: str, exit_status: int = 2, exit_at_once: bool = False):
+        super().__init__(message)
+        self.exit_status, self.exit_at_once = exit_status, exit_at_once

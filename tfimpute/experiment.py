@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
-from tfimpute import distribute, masks, workdir
+from tfimpute import distribute, masks, precision, workdir
 from tfimpute.data import Mnist
 from tfimpute.errors import InvalidInputError
 from tfimpute.datasets import MNIST, Codec, Dataset, as_dataset
@@ -88,7 +88,8 @@ def train(model_name: str, dataset: Dataset | Mnist, data: dict[str, Any], setti
     own_holes_only (data with holes of their own: no synthetic holes on the training split).
     ``settings``: the model's settings (absent or None: its defaults; settings of other
     models are ignored). The model and its optimizers are built in ``strategy.scope()``
-    (default: the current strategy). Returns the content of ``metrics.json``.
+    (default: the current strategy) under ``options.dtype_policy`` (:mod:`tfimpute.precision`).
+    Returns the content of ``metrics.json``.
     """
     strategy = strategy or tf.distribute.get_strategy()
     if options.batch_size < strategy.num_replicas_in_sync:
@@ -118,7 +119,7 @@ def train(model_name: str, dataset: Dataset | Mnist, data: dict[str, Any], setti
           f"(test, {len(evaluation_mask)} examples){own}")
 
     settings = spec.settings_for_data(settings, train_data)
-    with strategy.scope():
+    with strategy.scope(), precision.policy_scope(options.dtype_policy):
         model = spec.build(settings, data_shape=dataset.shape)
         model.compile()
     config = {
@@ -133,6 +134,7 @@ def train(model_name: str, dataset: Dataset | Mnist, data: dict[str, Any], setti
     for change in adjusted:
         print(f"inference setting changed: {change}")
     run_info = {"model": model_name, **data, "replicas": strategy.num_replicas_in_sync,
+                "dtype_policy": options.dtype_policy,
                 "train_missing_fraction": train_missing, "test_missing_fraction": test_missing}
     return run_training(model, train_data, dataset.test_x, evaluation_mask, workdir_path, options, run_info,
                         strategy=strategy, test_data_mask=_own(dataset.test_mask, dataset),

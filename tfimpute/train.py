@@ -52,6 +52,8 @@ def define_flags() -> None:
                         "'Training on several devices'); --batch_size is the global batch.")
     flags.DEFINE_integer("cpu_replicas", 0, "With --strategy=mirrored: split the CPU into this many "
                          "logical devices and mirror over them (0: off).")
+    flags.DEFINE_float("cluster_timeout", 300.0, "With --strategy=multi_worker: seconds to wait for the other "
+                       "workers of TF_CONFIG's cluster before giving up.")
 
 
 def data_settings(dataset: datasets.Dataset) -> dict[str, Any]:
@@ -101,7 +103,7 @@ def trains_on_complete_data() -> bool:
 
 def main(argv: list[str]) -> None:
     # First: --cpu_replicas must split the CPU before anything touches a TensorFlow device.
-    strategy = distribute.make_strategy(FLAGS.strategy, FLAGS.cpu_replicas)
+    strategy = distribute.make_strategy(FLAGS.strategy, FLAGS.cpu_replicas, cluster_timeout=FLAGS.cluster_timeout)
     if FLAGS.model != classifier.MODEL_NAME:
         cli.check_settings_apply(registry.get(FLAGS.model))
     if not FLAGS.workdir:
@@ -118,7 +120,8 @@ def main(argv: list[str]) -> None:
         print(json.dumps(result, sort_keys=True))
         return
     options = TrainingOptions(epochs=FLAGS.epochs, batch_size=FLAGS.batch_size, seed=FLAGS.seed,
-                              checkpoint_minutes=FLAGS.checkpoint_minutes, eval_size=FLAGS.eval_size)
+                              checkpoint_minutes=FLAGS.checkpoint_minutes, eval_size=FLAGS.eval_size,
+                              dtype_policy=FLAGS.dtype_policy)
     result = experiment.train(FLAGS.model, dataset, data_settings(dataset),
                               cli.settings_from_flags(registry.get(FLAGS.model)), options, FLAGS.workdir,
                               strategy)

@@ -35,7 +35,7 @@ import tensorflow as tf
 
 from tfimpute import distribute, metrics, visualize
 from tfimpute.callbacks import default_callbacks
-from tfimpute.errors import InvalidInputError, Terminated, WorkdirError
+from tfimpute.errors import ClusterError, InvalidInputError, Terminated, WorkdirError
 from tfimpute.files import write_json_atomically
 from tfimpute.masks import IncompleteData
 from tfimpute.models.base import Imputer
@@ -50,6 +50,7 @@ class TrainingOptions:
     eval_size: int = 1000  # test examples imputed at the end of every epoch for TensorBoard
     grid_size: int = 10  # images per row of the image grids
     summary_every_steps: int = 50
+    dtype_policy: str = "float32"  # the Keras dtype policy the model is built under (tfimpute.precision)
 
 
 def epoch_batches(data: IncompleteData, batch_size: int, seed: int, epoch: int,
@@ -167,7 +168,11 @@ def check_workers_agree(strategy: tf.distribute.Strategy, progress: _Progress) -
         position = tf.cast(tf.stack([progress.epoch, progress.step_in_epoch]), tf.float64)
         return tf.concat([position, tf.square(position), tf.ones([1], tf.float64)], axis=0)
 
-    totals = strategy.reduce(tf.distribute.ReduceOp.SUM, strategy.run(moments), axis=None).numpy()
+    @tf.function  # a collective run eagerly is slow (and TensorFlow warns about it)
+    def summed_moments() -> tf.Tensor:
+        return strategy.reduce(tf.distribute.ReduceOp.SUM, strategy.run(moments), axis=None)
+
+    totals = summed_moments().numpy()
     if not positions_agree(totals):
         raise WorkdirError("the workers would resume from different checkpoints (epoch, step differ); "
                            "give every worker a copy of the chief's checkpoints directory")
@@ -314,6 +319,14 @@ def run_training(model: Imputer, train_data: IncompleteData, test_images: np.nda
         if save_anytime:
             save("interrupted")
         raise
+    except tf.errors.OpError as exc:
+        if not distribute.is_multi_worker(strategy):
+            raise
+        lost = distribute.lost_peers(exc, strategy)
+        raise ClusterError(
+            f"lost {', '.join(lost) or 'a peer worker'} in epoch {int(progress.epoch.numpy()) + 1} "
+            f"({type(exc).__name__}); last checkpoint: {manager.latest_checkpoint or 'none'}; start every "
+            "worker again with the same command to resume", exit_at_once=True) from None
     finally:
         if previous_sigterm is not None:
             signal.signal(signal.SIGTERM, previous_sigterm)

@@ -93,12 +93,20 @@ def claim(workdir: str, config: dict[str, Any], adjustable: tuple[str, ...] = ()
     return differences
 
 
-def load_trained(workdir: str):
-    """Rebuilds the model trained in ``workdir`` from its config and latest checkpoint."""
+def load_trained(workdir: str, inference_overrides: dict[str, Any] | None = None):
+    """Rebuilds the model trained in ``workdir`` from its config and latest checkpoint;
+    ``inference_overrides`` replace some of its inference settings (e.g. DCGAN's latent search)."""
     config = read_config(workdir)
     if config is None:
         raise WorkdirError(f"{workdir}: no {CONFIG_FILE}; is this a tfimpute training workdir?")
-    model = registry.get(config["model"]).from_config(config["model_config"])
+    spec = registry.get(config["model"])
+    unknown = set(inference_overrides or {}) - set(spec.cls.inference_settings)
+    if unknown:
+        raise WorkdirError(f"{workdir}: {', '.join(sorted(unknown))} is not an inference setting of {spec.name}")
+    try:
+        model = spec.from_config({**config["model_config"], **(inference_overrides or {})})
+    except ValueError as exc:
+        raise WorkdirError(f"{workdir}: {exc}") from None
     latest = tf.train.latest_checkpoint(os.path.join(workdir, "checkpoints"))
     if latest is None:
         # Training checkpoints every model, untrained imputers once prepared: without a checkpoint,

@@ -38,7 +38,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tfimpute import signatures
+from tfimpute import precision, signatures
 from tfimpute.data import MNIST_SHAPE
 from tfimpute.masks import IncompleteData
 from tfimpute.validation import check_images_and_mask
@@ -64,16 +64,26 @@ def check_optimizer_name(name: str) -> str:
     return name
 
 
-def make_optimizer(name: str, learning_rate: float, momentum: float = 0.0) -> keras.optimizers.Optimizer:
-    """``"adam"`` (Keras defaults) or ``"sgd"`` with ``momentum`` (the paper's RBM training: none)."""
+def make_optimizer(name: str, learning_rate: float, momentum: float = 0.0,
+                   loss_scale_factor: float | None = None) -> keras.optimizers.Optimizer:
+    """``"adam"`` (Keras defaults) or ``"sgd"`` with ``momentum`` (the paper's RBM training: none);
+    ``loss_scale_factor``: see :func:`tfimpute.precision.loss_scale_factor`."""
     if check_optimizer_name(name) == "adam":
-        return keras.optimizers.Adam(learning_rate=learning_rate)
-    return keras.optimizers.SGD(learning_rate=learning_rate, momentum=momentum)
+        return keras.optimizers.Adam(learning_rate=learning_rate, loss_scale_factor=loss_scale_factor)
+    return keras.optimizers.SGD(learning_rate=learning_rate, momentum=momentum,
+                                loss_scale_factor=loss_scale_factor)
 
 
 class OptimizerSettings:
     """Mixin for an imputer trained by one optimizer built from its settings ``optimizer``,
-    ``learning_rate`` and ``momentum`` (the RBMs, the VAE, RealNVP); list it before ``Imputer``."""
+    ``learning_rate`` and ``momentum`` (the RBMs, the VAE, RealNVP); list it before ``Imputer``.
+
+    A model whose updates are gradients of a loss (``scales_loss``) gets float16's loss scale under
+    ``mixed_float16`` and scales its loss with ``optimizer.scale_loss``; the RBMs' CD-1 updates are
+    not gradients and are applied as they are.
+    """
+
+    scales_loss = True
 
     def set_optimizer_settings(self, optimizer: str, learning_rate: float, momentum: float) -> None:
         """Stores (and checks) the settings :meth:`default_optimizer` builds from."""
@@ -81,7 +91,8 @@ class OptimizerSettings:
         self.learning_rate, self.momentum = learning_rate, momentum
 
     def default_optimizer(self) -> keras.optimizers.Optimizer:
-        return make_optimizer(self.optimizer_name, self.learning_rate, self.momentum)
+        scale = precision.loss_scale_factor(self.dtype_policy.name) if self.scales_loss else None
+        return make_optimizer(self.optimizer_name, self.learning_rate, self.momentum, scale)
 
 
 def checked_data_shape(data_shape) -> tuple[int, ...]:
@@ -165,6 +176,9 @@ class Imputer(keras.Model):
 
     def compile(self, optimizer: keras.optimizers.Optimizer | None = None, **kwargs) -> None:
         """Keras ``compile`` with the model's own optimizer (:meth:`default_optimizer`) unless one is given."""
+        # No LossScaleOptimizer (Keras wraps one under mixed_float16 by default): its variables would
+        # change the checkpoint's layout, and CD-1 is no loss; float16 scales statically (tfimpute.precision).
+        kwargs.setdefault("auto_scale_loss", False)
         super().compile(optimizer=optimizer if optimizer is not None else self.default_optimizer(), **kwargs)
 
     def serving_signatures(self) -> dict[str, signatures.ServingSignature]:

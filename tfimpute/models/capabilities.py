@@ -70,7 +70,13 @@ class CountsStepFlops(Protocol):
 
 @runtime_checkable
 class HasExtraBenchmark(Protocol):
-    """A costly inference path worth timing beside the training step (DCGAN's latent search)."""
+    """A costly inference path worth timing beside the training step (DCGAN's latent search).
+
+    ``benchmark_variants()``: named sets of inference settings whose speed and test RMSE
+    ``tfimpute.bench --search_workdir`` compares on a trained workdir's test examples.
+    """
+
+    def benchmark_variants(self) -> dict[str, dict]: ...
 
     def extra_benchmark(self, digits: int) -> dict: ...
 

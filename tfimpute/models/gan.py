@@ -30,7 +30,8 @@ def non_batch_axes(tensor: tf.Tensor) -> list[int]:
 
 
 def critic_scores(critic: keras.Model, images: tf.Tensor) -> tf.Tensor:
-    return tf.reshape(critic(images, training=True), [-1])
+    """The critic's scores [B] in float32 (under any dtype policy)."""
+    return tf.reshape(tf.cast(critic(images, training=True), tf.float32), [-1])
 
 
 def gradient_penalty(critic: keras.Model, real: tf.Tensor, fake: tf.Tensor,
@@ -58,7 +59,8 @@ def critic_step(critic: keras.Model, optimizer: keras.optimizers.Optimizer, real
         loss = replica_mean(
             critic_scores(critic, fake) - critic_scores(critic, real)
             + penalty_weight * gradient_penalty(critic, real, fake, interpolation))
-    optimizer.apply_gradients(zip(tape.gradient(loss, critic.trainable_variables),
+        scaled_loss = optimizer.scale_loss(loss)  # float16's loss scale (tfimpute.precision); else loss
+    optimizer.apply_gradients(zip(tape.gradient(scaled_loss, critic.trainable_variables),
                                   critic.trainable_variables))
     return loss
 
@@ -225,4 +227,23 @@ def dcgan_discriminator(input_shape, width: int, name: str, seed: int) -> keras.
         _batch_norm(), layers.LeakyReLU(0.2),
         layers.Flatten(),
         layers.Dense(1, kernel_initializer=_dcgan_init(seed, 2)),
+    ], name=name)
+
+
+def latent_encoder(image_shape, output_size: int, width: int, name: str, seed: int) -> keras.Sequential:
+    """[B, H, W, 2C] (masked image and mask) → [B, output_size]: three stride-2 5x5 "same"
+    convolutions with LeakyReLU(0.2) (the discriminator's, without batch norm, so that a digit's
+    code does not depend on its batch), flattened into a linear output. Inverts the generator for
+    the fast latent search (:mod:`tfimpute.models.dcgan`)."""
+    height, image_width, channels = checked_image_shape(image_shape)
+    return keras.Sequential([
+        keras.Input((height, image_width, 2 * channels)),
+        layers.Conv2D(width, 5, strides=2, padding="same", kernel_initializer=_dcgan_init(seed, 0)),
+        layers.LeakyReLU(0.2),
+        layers.Conv2D(2 * width, 5, strides=2, padding="same", kernel_initializer=_dcgan_init(seed, 1)),
+        layers.LeakyReLU(0.2),
+        layers.Conv2D(4 * width, 5, strides=2, padding="same", kernel_initializer=_dcgan_init(seed, 2)),
+        layers.LeakyReLU(0.2),
+        layers.Flatten(),
+        layers.Dense(output_size, kernel_initializer=_dcgan_init(seed, 3)),
     ], name=name)

@@ -42,7 +42,7 @@ import numpy as np
 import tensorflow as tf
 from keras import layers
 
-from tfimpute import signatures, visualize
+from tfimpute import precision, signatures, visualize
 from tfimpute.models import gan
 from tfimpute.models.base import Imputer, keep_observed, sum_over_replicas
 from tfimpute.models.capabilities import EpochImage
@@ -53,9 +53,10 @@ OPTIMIZER_ATTRIBUTES = ("data_generator_optimizer", "mask_generator_optimizer", 
                         "data_critic_optimizer", "mask_critic_optimizer", "imputer_critic_optimizer")
 
 
-def adam(learning_rate: float) -> keras.optimizers.Adam:
-    """The MisGAN authors' Adam: β = (0.5, 0.9)."""
-    return keras.optimizers.Adam(learning_rate=learning_rate, beta_1=0.5, beta_2=0.9)
+def adam(learning_rate: float, loss_scale_factor: float | None = None) -> keras.optimizers.Adam:
+    """The MisGAN authors' Adam: β = (0.5, 0.9) (``loss_scale_factor``: float16's, see :mod:`tfimpute.precision`)."""
+    return keras.optimizers.Adam(learning_rate=learning_rate, beta_1=0.5, beta_2=0.9,
+                                 loss_scale_factor=loss_scale_factor)
 
 
 @register_model("misgan", summary="MisGAN (Li et al. 2019): data, mask and imputer WGAN-GPs")
@@ -149,9 +150,10 @@ class MisGAN(Imputer):
         unknown = set(optimizers) - set(OPTIMIZER_ATTRIBUTES)
         if unknown:
             raise TypeError(f"MisGAN.compile takes {', '.join(OPTIMIZER_ATTRIBUTES)}; got {sorted(unknown)}")
+        scale = precision.loss_scale_factor(self.dtype_policy.name)
         for attribute in OPTIMIZER_ATTRIBUTES:
             rate = self.imputer_learning_rate if attribute.startswith("imputer") else self.learning_rate
-            setattr(self, attribute, optimizers.get(attribute) or adam(rate))
+            setattr(self, attribute, optimizers.get(attribute) or adam(rate, scale))
         super().compile()
 
     def _pairs(self):
@@ -183,11 +185,11 @@ class MisGAN(Imputer):
 
     def generate(self, latent: tf.Tensor) -> tf.Tensor:
         """G_x: examples in [0, 1], [B, *data_shape], from latents [B, latent_size]."""
-        return tf.sigmoid(self.data_generator(latent, training=True))
+        return tf.sigmoid(precision.to_float32(self.data_generator(latent, training=True)))
 
     def generate_masks(self, latent: tf.Tensor) -> tf.Tensor:
         """The "fusion" output: sigmoid(x / T) stretched to [−0.1, 1.1], then clipped to [0, 1]."""
-        soft = tf.sigmoid(self.mask_generator(latent, training=True) / self.mask_temperature)
+        soft = tf.sigmoid(precision.to_float32(self.mask_generator(latent, training=True)) / self.mask_temperature)
         return tf.clip_by_value(soft * 1.2 - 0.1, 0.0, 1.0)
 
     def masked(self, images: tf.Tensor, mask: tf.Tensor) -> tf.Tensor:
@@ -198,7 +200,7 @@ class MisGAN(Imputer):
         """I(x ⊙ m + ω ⊙ (1 − m)) for every entry, observed ones included (for γ > 0); the imputer
         sees the example flattened to its ``num_values`` values."""
         filled = observed * mask + noise * (1.0 - mask)
-        logits = self.imputer_network(tf.reshape(filled, [-1, self.num_values]), training=True)
+        logits = precision.to_float32(self.imputer_network(tf.reshape(filled, [-1, self.num_values]), training=True))
         return tf.reshape(tf.sigmoid(logits), tf.shape(observed))
 
     def complete(self, observed: tf.Tensor, mask: tf.Tensor, noise: tf.Tensor) -> tf.Tensor:
@@ -268,14 +270,15 @@ class MisGAN(Imputer):
         """Updates G_m, G_x and the imputer against the current critics (replica context)."""
         batch_size = tf.shape(observed)[0]
         data_latent, mask_latent, noise, *_ = self._draws(batch_size, step, 1)
+        players = (("mask_generator_loss", self.mask_generator, self.mask_generator_optimizer),
+                   ("data_generator_loss", self.data_generator, self.data_generator_optimizer),
+                   ("imputer_loss", self.imputer_network, self.imputer_optimizer))
         with tf.GradientTape(persistent=True) as tape:
             losses = self.generator_losses(observed, mask, data_latent, mask_latent, noise)
-        for name, network, optimizer in (
-                ("mask_generator_loss", self.mask_generator, self.mask_generator_optimizer),
-                ("data_generator_loss", self.data_generator, self.data_generator_optimizer),
-                ("imputer_loss", self.imputer_network, self.imputer_optimizer)):
+            scaled = {name: optimizer.scale_loss(losses[name]) for name, _, optimizer in players}
+        for name, network, optimizer in players:
             variables = network.trainable_variables
-            optimizer.apply_gradients(zip(tape.gradient(losses[name], variables), variables))
+            optimizer.apply_gradients(zip(tape.gradient(scaled[name], variables), variables))
         del tape
 
     def distributed_train_step(self, strategy: tf.distribute.Strategy, batch) -> dict[str, tf.Tensor]:

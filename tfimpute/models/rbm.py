@@ -31,6 +31,11 @@ and the Keras optimizer (TensorFlow backend) SUM-all-reduces what
 ``apply_gradients`` receives in replica context before applying it once on every
 copy, so N replicas sharing a global batch B make one device's update for batch B.
 The CD-1 draws are those of the global batch (:class:`tfimpute.models.replicas.StepDraws`).
+
+Under a mixed dtype policy (:mod:`tfimpute.precision`) every matrix product takes its operands in
+the policy's compute dtype (bfloat16 or float16, accumulated in float32 by the matrix units) and
+returns float32 (:meth:`RBM.product`); parameters, biases, sigmoids, samples and the summed updates
+applied to the parameters stay float32. The samples are 0/1, exact in any dtype.
 """
 
 from __future__ import annotations
@@ -82,6 +87,7 @@ class RBM(OptimizerSettings, Imputer):
     batch-SUMMED updates of Algorithm 1.
     """
 
+    scales_loss = False  # CD-1's updates are not gradients of a loss: no float16 loss scale
     derived_settings = ("visible_units",)  # 0.1 stored it; it is the size of data_shape
     tiny_settings = {"hidden_units": 16, "learning_rate": 0.05, "momentum": 0.5}  # momentum: state applied once
     size_settings = ("hidden_units", "rank")
@@ -189,12 +195,18 @@ class RBM(OptimizerSettings, Imputer):
                                                   f"hidden activations p(h | v_o), [batch, {self.hidden_units}]"),
         }
 
+    def product(self, left: tf.Tensor, right: tf.Tensor, **transpose) -> tf.Tensor:
+        """``tf.matmul(left, right, **transpose)`` with operands in the dtype policy's compute dtype,
+        returned in float32 (a no-op cast under float32)."""
+        dtype = self.compute_dtype
+        return tf.cast(tf.matmul(tf.cast(left, dtype), tf.cast(right, dtype), **transpose), tf.float32)
+
     @property
     def weight_matrix(self) -> tf.Tensor:
-        """W, shape [visible, hidden] (A @ B when factorised)."""
+        """W, shape [visible, hidden] (A @ B when factorised), float32."""
         if self.rank is None:
             return tf.convert_to_tensor(self.kernel)
-        return tf.matmul(self.factor_a, self.factor_b)
+        return self.product(self.factor_a, self.factor_b)
 
     def prepare(self, train_data: IncompleteData) -> None:
         """Sets λ from the training masks and b from the observed pixel means.
@@ -219,7 +231,7 @@ class RBM(OptimizerSettings, Imputer):
     def hidden_probabilities(self, visible: tf.Tensor, observed_mask: tf.Tensor) -> tf.Tensor:
         """p(h = 1 | v_o) under the (linearised) observed energy; inputs flat [B, n]."""
         visible_input = visible * observed_mask + self._missing_bias(observed_mask)
-        return tf.sigmoid(tf.matmul(visible_input, self.weight_matrix) + self.hidden_bias)
+        return tf.sigmoid(self.product(visible_input, self.weight_matrix) + self.hidden_bias)
 
     def cd1_updates(self, visible: tf.Tensor, observed_mask: tf.Tensor,
                     uniforms: tuple[tf.Tensor, tf.Tensor, tf.Tensor]) -> dict[str, tf.Tensor]:
@@ -229,15 +241,15 @@ class RBM(OptimizerSettings, Imputer):
         for the samples of lines 3, 4 and 5. Inputs are flat [B, n].
         """
         u_hidden, u_visible, u_hidden_negative = uniforms
-        w = self.weight_matrix
+        w = tf.cast(self.weight_matrix, self.compute_dtype)  # cast once for the four products with W
         v_obs = visible * observed_mask
         b_missing = self._missing_bias(observed_mask)
         # Lines 3-5: one Gibbs step, the hidden layer seeing v ⊙ (1 - m) + b_m.
-        h = _bernoulli(tf.sigmoid(tf.matmul(v_obs + b_missing, w) + self.hidden_bias), u_hidden)
-        v_negative_prob = tf.sigmoid(tf.matmul(h, w, transpose_b=True) + self.visible_bias)
+        h = _bernoulli(tf.sigmoid(self.product(v_obs + b_missing, w) + self.hidden_bias), u_hidden)
+        v_negative_prob = tf.sigmoid(self.product(h, w, transpose_b=True) + self.visible_bias)
         v_negative_obs = _bernoulli(v_negative_prob, u_visible) * observed_mask
         h_negative = _bernoulli(
-            tf.sigmoid(tf.matmul(v_negative_obs + b_missing, w) + self.hidden_bias), u_hidden_negative)
+            tf.sigmoid(self.product(v_negative_obs + b_missing, w) + self.hidden_bias), u_hidden_negative)
         hidden_difference = h - h_negative
         # Line 6.
         delta_c = tf.reduce_sum(hidden_difference, axis=0)
@@ -248,13 +260,13 @@ class RBM(OptimizerSettings, Imputer):
             # Line 8: λ ⊙ b_m ⊙ (1 - σ(b)) ⊙ W(h - h').
             delta_b += tf.reduce_sum(
                 weighted_b_missing * (1.0 - tf.sigmoid(self.visible_bias))
-                * tf.matmul(hidden_difference, w, transpose_b=True), axis=0)
+                * self.product(hidden_difference, w, transpose_b=True), axis=0)
             # Line 9 folded into line 7: (v_o + λb_m)ᵀh - (v'_o + λb_m)ᵀh'.
             positive = v_obs + weighted_b_missing
             negative = v_negative_obs + weighted_b_missing
         # Line 7 (and 9) as one GEMM over the stacked positive and negative phases.
-        delta_w = tf.matmul(tf.concat([positive, -negative], axis=0),
-                            tf.concat([h, h_negative], axis=0), transpose_a=True)
+        delta_w = self.product(tf.concat([positive, -negative], axis=0),
+                               tf.concat([h, h_negative], axis=0), transpose_a=True)
         squared_error = tf.reduce_sum(tf.square(v_obs - v_negative_prob * observed_mask))
         return {"visible_bias": delta_b, "hidden_bias": delta_c, "weight": delta_w,
                 "squared_error": squared_error, "observed_count": tf.reduce_sum(observed_mask)}
@@ -274,8 +286,8 @@ class RBM(OptimizerSettings, Imputer):
         if self.rank is None:
             pairs.append((-delta_w, self.kernel))
         else:
-            pairs.append((-tf.matmul(delta_w, self.factor_b, transpose_b=True), self.factor_a))
-            pairs.append((-tf.matmul(self.factor_a, delta_w, transpose_a=True), self.factor_b))
+            pairs.append((-self.product(delta_w, self.factor_b, transpose_b=True), self.factor_a))
+            pairs.append((-self.product(self.factor_a, delta_w, transpose_a=True), self.factor_b))
         # Every update waits for every Δ: in a tf.function (TF 2.21, Grappler's dependency
         # optimizer on) A was otherwise at times updated before A^T ΔW had read it, which made
         # low-rank training nondeterministic (eager execution was not affected).
@@ -305,5 +317,5 @@ class RBM(OptimizerSettings, Imputer):
         elif mode != "mean_field":
             raise ValueError(f"impute mode must be one of {IMPUTE_MODES}, got {mode!r}")
         reconstruction = tf.sigmoid(
-            tf.matmul(hidden, self.weight_matrix, transpose_b=True) + self.visible_bias)
+            self.product(hidden, self.weight_matrix, transpose_b=True) + self.visible_bias)
         return keep_observed(images, mask, tf.reshape(reconstruction, tf.shape(images)))

@@ -68,7 +68,7 @@ import tensorflow as tf
 import tensorflow_probability as tfp
 from tensorflow_probability.python.internal import cache_util
 
-from tfimpute import signatures
+from tfimpute import precision, signatures
 from tfimpute.data import MNIST_SHAPE
 from tfimpute.models.base import keep_observed
 from tfimpute.models.generative import (GenerativeImputer, LearningRateSetting, MomentumSetting,
@@ -123,16 +123,19 @@ class CouplingNetwork(keras.layers.Layer):
                                                 name="log_scale_factor")
         self.built = True
 
-    def call(self, conditioning: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+    def call(self, conditioning: tf.Tensor) -> tf.Tensor:
+        """The MLP's raw output [B, 2 · transformed_units], in the dtype policy's compute dtype."""
         hidden = conditioning
         for i in range(self.hidden_layers):
             hidden = getattr(self, f"hidden_{i}")(hidden)
-        shift, raw_log_scale = tf.split(self.output_layer(hidden), 2, axis=-1)
-        return shift, self.log_scale_factor * tf.tanh(raw_log_scale)
+        return self.output_layer(hidden)
 
     def shift_and_log_scale(self, conditioning: tf.Tensor, output_units: int) -> tuple[tf.Tensor, tf.Tensor]:
-        """The ``shift_and_log_scale_fn`` of ``tfp.bijectors.RealNVP``."""
-        return self(conditioning)
+        """The ``shift_and_log_scale_fn`` of ``tfp.bijectors.RealNVP``: float32 under every dtype
+        policy (the flow and its log-determinant stay float32; the scale is applied outside the
+        layer's autocast, to the float32 variable)."""
+        shift, raw_log_scale = tf.split(precision.to_float32(self(conditioning)), 2, axis=-1)
+        return shift, self.log_scale_factor * tf.tanh(raw_log_scale)
 
 
 class OnePassRealNVP(tfb.RealNVP):
@@ -391,7 +394,8 @@ class RealNVP(GenerativeImputer):
         with tf.GradientTape() as tape:
             bits_per_dim = self.bits_per_dim_given_noise(images, noise)
             loss = replica_mean(bits_per_dim)  # gradients summed over replicas: the batch mean's
-        gradients = tape.gradient(loss, self.trainable_variables)
+            scaled_loss = self.optimizer.scale_loss(loss)  # float16's loss scale (tfimpute.precision)
+        gradients = tape.gradient(scaled_loss, self.trainable_variables)
         self.optimizer.apply_gradients(zip(gradients, self.trainable_variables))
         return {"bits_per_dim": loss}
 

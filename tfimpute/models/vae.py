@@ -49,7 +49,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
 
-from tfimpute import signatures, visualize
+from tfimpute import precision, signatures, visualize
 from tfimpute.models.base import keep_observed
 from tfimpute.models.capabilities import EpochImage
 from tfimpute.models.generative import (GenerativeImputer, LearningRateSetting, MomentumSetting,
@@ -158,12 +158,13 @@ class VAE(GenerativeImputer):
         """Mean and log-variance of q(z | x_o, m), each [B, latent_dim]; missing values are ignored."""
         flat_mask = self.flat(mask)
         flat = self.flat(images) * flat_mask
-        mean, log_variance = tf.split(self.encoder(tf.concat([flat, flat_mask], axis=-1)), 2, axis=-1)
+        outputs = precision.to_float32(self.encoder(tf.concat([flat, flat_mask], axis=-1)))
+        mean, log_variance = tf.split(outputs, 2, axis=-1)
         return mean, log_variance
 
     def decode_logits(self, z: tf.Tensor) -> tf.Tensor:
-        """Bernoulli logits of p(x | z), flat [B, D]."""
-        return self.decoder(z)
+        """Bernoulli logits of p(x | z), flat [B, D], float32."""
+        return precision.to_float32(self.decoder(z))
 
     def decode(self, z: tf.Tensor) -> tf.Tensor:
         """Value probabilities E[x | z] = σ(decoder(z)), shaped like the data: [B, *data_shape]."""
@@ -197,7 +198,8 @@ class VAE(GenerativeImputer):
         with tf.GradientTape() as tape:
             terms = self.neg_elbo_terms_given_noise(observed, mask, epsilon)
             loss = replica_mean(terms["neg_elbo"])  # gradients summed over replicas: the batch mean's
-        gradients = tape.gradient(loss, self.trainable_variables)
+            scaled_loss = self.optimizer.scale_loss(loss)  # float16's loss scale (tfimpute.precision)
+        gradients = tape.gradient(scaled_loss, self.trainable_variables)
         self.optimizer.apply_gradients(zip(gradients, self.trainable_variables))
         return {name: loss if name == "neg_elbo" else replica_mean(value) for name, value in terms.items()}
 
