@@ -349,7 +349,8 @@ def test_cgan_encoder_restarts_try_the_encoders_most_likely_classes():
     images, mask = batch()[:2]
     observed, mask = tf.constant(images * mask), tf.constant(mask)
     _, class_logits = model.encode(observed, mask)
-    starts, labels = model.encoder_starts(observed, mask, DCGAN.row_seeds(tf.constant([0, 0]), 6), None)
+    starts, labels = model.encoder_starts(observed, mask, DCGAN.row_seeds(tf.constant([0, 0]), 6),
+                                          guess_classes=True)
     expected = np.argsort(-class_logits.numpy(), axis=1)[:, :3].reshape(-1)
     np.testing.assert_array_equal(labels.numpy(), expected)
     latent = model.encode(observed, mask)[0].numpy()

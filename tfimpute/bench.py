@@ -52,9 +52,8 @@ import numpy as np
 import tensorflow as tf
 from absl import app, flags
 
-from tfimpute import experiment, masks, metrics, precision, workdir
+from tfimpute import datasets, experiment, masks, metrics, precision, workdir
 from tfimpute.data import MNIST_SHAPE
-from tfimpute import datasets
 from tfimpute.datasets import Dataset
 from tfimpute.errors import InvalidInputError
 from tfimpute.masks import IncompleteData
@@ -143,9 +142,9 @@ def compare_search_variants(workdir_path: str, model_name: str) -> dict:
     data = config["data"]
     # A workdir's `data` holds the dataset options as cli.dataset_options wrote them.
     dataset = experiment.prepared(cli.load_dataset(data, data["train_size"], data["test_size"]), data)
-    mask = experiment.test_mask(dataset, data, data["mask_seed"] + 1)
+    mask = experiment.scored_test_mask(dataset, data)
     observed = np.clip(dataset.test_x, 0.0, 1.0) * mask
-    scored = None if not dataset.has_own_holes else dataset.test_mask
+    scored = experiment.own_holes(dataset.test_mask, dataset)
     result: dict = {"search_workdir": workdir_path, "search_digits": len(observed)}
     for name, overrides in registry.get(model_name).cls.benchmark_variants().items():
         model, _ = workdir.load_trained(workdir_path, overrides)

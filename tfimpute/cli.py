@@ -247,15 +247,12 @@ def run_main(main: Callable[[list[str]], Any]) -> Callable[[list[str]], Any]:
             if len(argv) > 1:
                 raise InvalidInputError(f"unexpected arguments: {' '.join(argv[1:])}")
             return main(argv)
-        except ClusterError as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            if exc.exit_at_once:  # a TensorFlow thread may be blocked on the cluster: do not wait for it
-                sys.stderr.flush()
-                sys.stdout.flush()
-                os._exit(exc.exit_status)
-            sys.exit(exc.exit_status)
         except TfImputeError as exc:
             print(f"error: {exc}", file=sys.stderr)
+            if isinstance(exc, ClusterError) and exc.exit_at_once:  # TensorFlow may hang on the lost cluster
+                sys.stderr.flush()
+                sys.stdout.flush()
+                os._exit(2)
             sys.exit(2)
         except Terminated:
             print("stopped by SIGTERM; the last checkpoint holds every finished step: run the same command "

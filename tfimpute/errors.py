@@ -26,6 +26,6 @@ class ClusterError(TfImputeError):
     to resume. ``exit_at_once``: a thread of TensorFlow's may still be blocked on the cluster, so the
     program must end without waiting for it (``os._exit``) once the message is printed."""
 
-    def __init__(self, message: str, exit_status: int = 2, exit_at_once: bool = False):
+    def __init__(self, message: str, exit_at_once: bool = False):
         super().__init__(message)
-        self.exit_status, self.exit_at_once = exit_status, exit_at_once
+        self.exit_at_once = exit_at_once

@@ -26,7 +26,7 @@ from tfimpute.classifier import FeatureFid
 from tfimpute.data import Mnist
 from tfimpute.datasets import MNIST, Codec, Dataset, as_dataset, rescaled
 from tfimpute.errors import InvalidInputError, WorkdirError
-from tfimpute.experiment import codec_of, prepared, test_mask, train, training_mask
+from tfimpute.experiment import codec_of, own_holes, prepared, test_mask, train, training_mask
 from tfimpute.files import write_json_atomically
 from tfimpute.models import registry
 from tfimpute.models.base import Imputer
@@ -227,7 +227,7 @@ def evaluate_cell(cell: Cell, model: Imputer, config: dict[str, Any], dataset: D
     cell_data = prepared(rescaled(_subset(dataset, data["train_size"]), codec_of(config, model.data_shape)), data)
     train_mask = training_mask(cell_data, data)
     test_x, test_labels, codec = cell_data.test_x, cell_data.test_labels, cell_data.codec
-    own_test = cell_data.test_mask if cell_data.has_own_holes else None
+    own_test = own_holes(cell_data.test_mask, cell_data)
     has_labels = cell_data.train_labels is not None and test_labels is not None
     has_hidden = has_labels and isinstance(model, HasHiddenFeatures)  # the paper's "RBM †" accuracy
     progbar = keras.utils.Progbar(settings.repeats + 1, unit_name="step",

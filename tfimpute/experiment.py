@@ -32,7 +32,8 @@ def prepared(dataset: Dataset, data: dict[str, Any]) -> Dataset:
                                test_x=(dataset.test_x >= 0.5).astype(np.float32))
 
 
-def _own(mask: np.ndarray, dataset: Dataset) -> np.ndarray | None:
+def own_holes(mask: np.ndarray, dataset: Dataset) -> np.ndarray | None:
+    """``mask``, one of ``dataset``'s own masks, when the data have holes of their own (None: complete)."""
     return mask if dataset.has_own_holes else None
 
 
@@ -59,7 +60,7 @@ def training_mask(dataset: Dataset, data: dict[str, Any]) -> np.ndarray:
     synthetic = masks.generate_masks(data["missingness"], data["missing_rate"], len(dataset.train_x),
                                      data["mask_seed"], data["num_patches"], dataset.shape,
                                      _known(dataset.train_x, dataset.train_mask, data["missingness"]))
-    return masks.combine(_own(dataset.train_mask, dataset), synthetic)
+    return masks.combine(own_holes(dataset.train_mask, dataset), synthetic)
 
 
 def test_mask(dataset: Dataset, data: dict[str, Any], seed: int) -> np.ndarray:
@@ -68,7 +69,12 @@ def test_mask(dataset: Dataset, data: dict[str, Any], seed: int) -> np.ndarray:
     synthetic = masks.generate_masks(data["missingness"], data["missing_rate"], len(dataset.test_x), seed,
                                      data["num_patches"], dataset.shape,
                                      _known(dataset.test_x, dataset.test_mask, data["missingness"]))
-    return masks.combine(_own(dataset.test_mask, dataset), synthetic)
+    return masks.combine(own_holes(dataset.test_mask, dataset), synthetic)
+
+
+def scored_test_mask(dataset: Dataset, data: dict[str, Any]) -> np.ndarray:
+    """The test mask a training run scores (and records in ``metrics.json``): seed ``mask_seed`` + 1."""
+    return test_mask(dataset, data, data["mask_seed"] + 1)
 
 
 def codec_of(config: dict[str, Any], data_shape: tuple[int, ...]) -> Codec:
@@ -108,7 +114,7 @@ def train(model_name: str, dataset: Dataset | Mnist, data: dict[str, Any], setti
             f"{data.get('dataset', MNIST)}: {len(dataset.train_x)} training examples, fewer than one batch "
             f"(--batch_size={options.batch_size}); lower --batch_size")
     train_mask = training_mask(dataset, data)
-    evaluation_mask = test_mask(dataset, data, data["mask_seed"] + 1)
+    evaluation_mask = scored_test_mask(dataset, data)
     train_data = masks.make_incomplete(dataset.train_x, train_mask, dataset.train_labels)
     train_missing = masks.realised_missing_fraction(train_mask)
     test_missing = masks.realised_missing_fraction(evaluation_mask)
@@ -137,5 +143,5 @@ def train(model_name: str, dataset: Dataset | Mnist, data: dict[str, Any], setti
                 "dtype_policy": options.dtype_policy,
                 "train_missing_fraction": train_missing, "test_missing_fraction": test_missing}
     return run_training(model, train_data, dataset.test_x, evaluation_mask, workdir_path, options, run_info,
-                        strategy=strategy, test_data_mask=_own(dataset.test_mask, dataset),
+                        strategy=strategy, test_data_mask=own_holes(dataset.test_mask, dataset),
                         reevaluate=bool(adjusted))  # a changed inference setting is worth a new figure

@@ -280,7 +280,7 @@ class DCGAN(Imputer):
                training: bool = False) -> tuple[tf.Tensor, tf.Tensor | None]:
         """E's latent [B, latent_size] in (−1, 1) for masked digits, and class logits [B, classes]
         (CGAN; None for DCGAN)."""
-        outputs = tf.cast(self.encoder(tf.concat([observed * mask, mask], axis=-1), training=training), tf.float32)
+        outputs = precision.to_float32(self.encoder(tf.concat([observed * mask, mask], axis=-1), training=training))
         latent = tf.tanh(outputs[:, :self.latent_size])
         return latent, (outputs[:, self.latent_size:] if self.num_classes else None)
 
@@ -386,12 +386,14 @@ class DCGAN(Imputer):
         trained model can amplify that into another restart winning (seen on 256 digits: RMSE
         0.156 vs 0.162 at 64 vs 256 per call). For CGAN, ``labels`` [B] fixes each digit's class.
         """
+        restarts, steps = self.search_size()
+        guess_classes = bool(self.num_classes) and labels is None
         if self.latent_search_mode == "encoder":
-            restarts, steps = self.encoder_search_restarts, self.encoder_search_steps
-            latent, restart_labels = self.encoder_starts(observed, mask, row_seeds, labels)
+            latent, restart_labels = self.encoder_starts(observed, mask, row_seeds, guess_classes)
         else:
-            restarts, steps = self.search_restarts, self.search_steps
-            latent, restart_labels = self.prior_starts(row_seeds, labels)
+            latent, restart_labels = self.prior_starts(row_seeds, guess_classes)
+        if self.num_classes and labels is not None:
+            restart_labels = tf.repeat(tf.cast(labels, tf.int32), restarts)
         batch = tf.shape(observed)[0]
         targets = tf.repeat(observed * mask, restarts, axis=0)
         masks = tf.repeat(mask, restarts, axis=0)
@@ -418,18 +420,17 @@ class DCGAN(Imputer):
         losses = tf.reshape(self.search_losses(generated, targets, masks, restart_labels), [batch, restarts])
         return tf.reshape(generated, tf.concat([[batch, restarts], tf.shape(generated)[1:]], 0)), losses
 
-    def prior_starts(self, row_seeds: tf.Tensor, labels: tf.Tensor | None) -> tuple[tf.Tensor, tf.Tensor | None]:
+    def prior_starts(self, row_seeds: tf.Tensor, guess_classes: bool) -> tuple[tf.Tensor, tf.Tensor | None]:
         """Eq. 5.13's starts: ``search_restarts`` latents per digit from U(−1, 1) ([B·R, latent]) and,
-        for CGAN without ``labels``, restart r of digit i tries class (r + o_i) mod K, o_i drawn from
-        the digit's seed, so no class is favoured when the restarts do not divide among the classes."""
+        with ``guess_classes`` (CGAN, no labels given), restart r of digit i tries class (r + o_i) mod K,
+        o_i drawn from the digit's seed, so no class is favoured when the restarts do not divide among
+        the classes (else None)."""
         restarts = self.search_restarts
         starts = tf.map_fn(
             lambda seed: self.draw_latents(tf.constant(restarts), seed), row_seeds,
             fn_output_signature=tf.TensorSpec([restarts, self.latent_size], tf.float32))
         restart_labels = None
-        if self.num_classes and labels is not None:
-            restart_labels = tf.repeat(tf.cast(labels, tf.int32), restarts)
-        elif self.num_classes:
+        if guess_classes:
             offsets = tf.map_fn(
                 lambda seed: tf.random.stateless_uniform(
                     [], tf.random.experimental.stateless_fold_in(seed, 1), 0, self.num_classes, tf.int32),
@@ -438,10 +439,11 @@ class DCGAN(Imputer):
         return tf.reshape(starts, [-1, self.latent_size]), restart_labels
 
     def encoder_starts(self, observed: tf.Tensor, mask: tf.Tensor, row_seeds: tf.Tensor,
-                       labels: tf.Tensor | None) -> tuple[tf.Tensor, tf.Tensor | None]:
+                       guess_classes: bool) -> tuple[tf.Tensor, tf.Tensor | None]:
         """The fast search's starts: restart 0 of digit i at E's latent, restart r > 0 at E's latent
-        plus N(0, 0.25²) noise drawn from the digit's seed (clipped to z's support); for CGAN without
-        ``labels``, restart r tries E's (r mod K)-th most likely class."""
+        plus N(0, 0.25²) noise drawn from the digit's seed (clipped to z's support); with
+        ``guess_classes`` (CGAN, no labels given), restart r tries E's (r mod K)-th most likely class
+        (else None)."""
         restarts = self.encoder_search_restarts
         latent, class_logits = self.encode(observed, mask)
         noise = tf.map_fn(lambda seed: tf.random.stateless_normal([restarts, self.latent_size], seed), row_seeds,
@@ -449,9 +451,7 @@ class DCGAN(Imputer):
         noise *= ENCODER_RESTART_NOISE * tf.cast(tf.range(restarts) > 0, tf.float32)[None, :, None]
         starts = tf.clip_by_value(latent[:, None, :] + noise, -1.0, 1.0)
         restart_labels = None
-        if self.num_classes and labels is not None:
-            restart_labels = tf.repeat(tf.cast(labels, tf.int32), restarts)
-        elif self.num_classes:
+        if guess_classes:
             ranked = tf.math.top_k(class_logits, k=self.num_classes).indices
             restart_labels = tf.reshape(tf.gather(ranked, tf.range(restarts) % self.num_classes, axis=1), [-1])
         return tf.reshape(starts, [-1, self.latent_size]), restart_labels

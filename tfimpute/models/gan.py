@@ -21,6 +21,7 @@ import keras
 import tensorflow as tf
 from keras import layers
 
+from tfimpute import precision
 from tfimpute.models.replicas import replica_mean
 
 
@@ -31,7 +32,7 @@ def non_batch_axes(tensor: tf.Tensor) -> list[int]:
 
 def critic_scores(critic: keras.Model, images: tf.Tensor) -> tf.Tensor:
     """The critic's scores [B] in float32 (under any dtype policy)."""
-    return tf.reshape(tf.cast(critic(images, training=True), tf.float32), [-1])
+    return tf.reshape(precision.to_float32(critic(images, training=True)), [-1])
 
 
 def gradient_penalty(critic: keras.Model, real: tf.Tensor, fake: tf.Tensor,
