@@ -8,6 +8,7 @@ import pytest
 from absl import flags
 
 from test_cli import run
+from program_support import run_here
 from tfimpute import masks, workdir
 from tfimpute.data import Mnist
 from tfimpute.errors import WorkdirError
@@ -109,7 +110,7 @@ def test_bench_defines_no_flags_on_import_and_refuses_untrained_imputers():
     import tfimpute.bench  # noqa: F401
 
     assert "warmup_steps" not in flags.FLAGS
-    result = run("tfimpute.bench", "--model=mean", "--steps=1")
+    result = run_here("tfimpute.bench", "--model=mean", "--steps=1")
     assert result.returncode == 2
     assert result.stderr.strip().splitlines()[-1] == \
         "error: --model=mean is an untrained imputer: it has no training step to time"

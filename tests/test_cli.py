@@ -9,6 +9,7 @@ import textwrap
 import pytest
 
 from conftest import REPO
+from program_support import run_here
 
 TINY = ["--train_size=256", "--test_size=64", "--hidden_units=16", "--eval_size=32"]
 
@@ -35,7 +36,7 @@ def test_train_writes_everything_and_resumes(mnist_dir, tmp_path):
     assert "Resuming from" in second.stdout and "Epoch 1/2" not in second.stdout
     assert json.loads(second.stdout.strip().splitlines()[-1])["epochs"] == 2
 
-    changed = run("tfimpute.train", *args, "--epochs=2", "--hidden_units=32")
+    changed = run_here("tfimpute.train", *args, "--epochs=2", "--hidden_units=32")
     assert changed.returncode == 2
     assert "holds a different run (model_config.hidden_units: 16 in the workdir, 32 now)" in changed.stderr
 
@@ -60,11 +61,11 @@ def test_flagfile_and_environment_variable(mnist_dir, tmp_path):
                            "lmrbm's settings: --hidden_units, --rank"),
 ])
 def test_bad_input_gives_one_line_errors(mnist_dir, tmp_path, args, message):
-    result = run("tfimpute.train", f"--data_dir={mnist_dir}", f"--workdir={tmp_path}", "--epochs=1",
-                 *TINY, *args)
+    result = run_here("tfimpute.train", f"--data_dir={mnist_dir}", f"--workdir={tmp_path}", "--epochs=1",
+                      *TINY, *args)
     assert result.returncode == 2
     assert message in result.stderr
-    # One line: no Traceback, and none of TensorFlow's start-up lines (oneDNN, CUDA, cuInit).
+    # One line, no Traceback (TensorFlow's start-up lines: test_tensorflow_start_up_lines_only_with_verbosity).
     assert result.stderr.strip().splitlines() == [result.stderr.strip()], result.stderr
 
 
@@ -96,7 +97,7 @@ def test_tensorflow_start_up_lines_only_with_verbosity():
 
 
 def test_a_bad_list_setting_is_refused_in_one_line():
-    result = run("tfimpute.bench", "--model=vae", "--vae_hidden_units=8,x", "--steps=1")
+    result = run_here("tfimpute.bench", "--model=vae", "--vae_hidden_units=8,x", "--steps=1")
     assert result.returncode == 2 and "error: --vae_hidden_units: 8,x is not a list of int values" in result.stderr
     assert "Traceback" not in result.stderr
 
@@ -112,7 +113,7 @@ def test_bench_prints_json_last():
 
 
 def test_stray_positional_arguments_are_refused_in_one_line():
-    result = run("tfimpute.bench", "--model=lmrbm", "oops")
+    result = run_here("tfimpute.bench", "--model=lmrbm", "oops")
     assert result.returncode == 2 and result.stderr.strip().endswith("error: unexpected arguments: oops")
 
 

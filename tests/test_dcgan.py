@@ -8,6 +8,7 @@ import pytest
 import tensorflow as tf
 
 from test_cli import run
+from program_support import run_here
 from tfimpute import callbacks, savedmodel, workdir
 from tfimpute.errors import InvalidInputError, WorkdirError
 from tfimpute.masks import make_incomplete
@@ -222,7 +223,8 @@ def test_train_and_gan_report_end_to_end(mnist_dir, classifier_dir, tmp_path):
     workdir = str(tmp_path / "cgan")
     trained = run("tfimpute.train", "--model=cgan", "--complete_training_data", f"--data_dir={mnist_dir}",
                   "--train_size=256", "--test_size=8", "--eval_size=4", "--epochs=1", "--latent_size=6",
-                  "--gan_width=2", "--search_steps=2", "--search_restarts=2", f"--workdir={workdir}")
+                  "--gan_width=2", "--encoder_search_steps=2", "--encoder_search_restarts=2",
+                  f"--workdir={workdir}")
     assert trained.returncode == 0, trained.stderr
     assert json.loads(trained.stdout.strip().splitlines()[-1])["train_missing_fraction"] == 0.0
     assert os.path.getsize(os.path.join(workdir, "samples_epoch_0001.png")) > 0
@@ -238,12 +240,12 @@ def test_train_and_gan_report_end_to_end(mnist_dir, classifier_dir, tmp_path):
     for name in ("gan_report.json", "interpolation.png", "samples.png"):
         assert os.path.getsize(os.path.join(workdir, name)) > 0
 
-    not_a_gan = run("tfimpute.train", "--model=mean", f"--data_dir={mnist_dir}", "--train_size=64",
-                    "--test_size=8", f"--workdir={tmp_path / 'mean'}")
+    not_a_gan = run_here("tfimpute.train", "--model=mean", f"--data_dir={mnist_dir}", "--train_size=64",
+                         "--test_size=8", f"--workdir={tmp_path / 'mean'}")
     assert not_a_gan.returncode == 0, not_a_gan.stderr
-    refused = run("tfimpute.gan_report", f"--workdir={tmp_path / 'mean'}", f"--classifier_dir={classifier_dir}")
+    refused = run_here("tfimpute.gan_report", f"--workdir={tmp_path / 'mean'}", f"--classifier_dir={classifier_dir}")
     assert refused.returncode == 2 and "holds a mean model" in refused.stderr
-    no_classifier = run("tfimpute.gan_report", f"--workdir={workdir}", env={"TFIMPUTE_CLASSIFIER_DIR": ""})
+    no_classifier = run_here("tfimpute.gan_report", f"--workdir={workdir}", env={"TFIMPUTE_CLASSIFIER_DIR": ""})
     assert no_classifier.returncode == 2 and "--classifier_dir" in no_classifier.stderr
 
 
@@ -262,7 +264,8 @@ def test_bench_times_training_and_the_latent_search():
 
 def test_dcgan_trains_on_complete_digits_unless_a_missingness_flag_is_given(mnist_dir, tmp_path):
     tiny_run = ["--model=dcgan", f"--data_dir={mnist_dir}", "--train_size=128", "--test_size=4", "--epochs=1",
-                "--latent_size=4", "--gan_width=2", "--search_steps=1", "--search_restarts=1"]
+                "--latent_size=4", "--gan_width=2", "--search_steps=1", "--search_restarts=1",
+                "--encoder_search_steps=1", "--encoder_search_restarts=1"]
     complete = run("tfimpute.train", *tiny_run, f"--workdir={tmp_path / 'complete'}")
     assert complete.returncode == 0, complete.stderr
     assert "training on complete images" in complete.stdout
@@ -271,7 +274,7 @@ def test_dcgan_trains_on_complete_digits_unless_a_missingness_flag_is_given(mnis
     assert ambient.returncode == 0, ambient.stderr
     assert "incomplete images (AmbientGAN)" in ambient.stdout
     assert json.loads(ambient.stdout.strip().splitlines()[-1])["train_missing_fraction"] == pytest.approx(0.3, abs=0.01)
-    refused = run("tfimpute.train", *tiny_run, "--optimizer=sgd", f"--workdir={tmp_path / 'sgd'}")
+    refused = run_here("tfimpute.train", *tiny_run, "--optimizer=sgd", f"--workdir={tmp_path / 'sgd'}")
     assert refused.returncode == 2 and "--optimizer does not apply to dcgan" in refused.stderr
 
 
@@ -279,7 +282,7 @@ def test_evaluate_trains_and_scores_an_ambient_dcgan_cell(mnist_dir, classifier_
     result = run("tfimpute.evaluate", "--methods=dcgan", "--missingness=square", "--missing_rates=0.6",
                  f"--data_dir={mnist_dir}", f"--workdir={tmp_path}", f"--classifier_dir={classifier_dir}",
                  "--train_size=200", "--test_size=20", "--repeats=1", "--epochs=1", "--latent_size=4",
-                 "--gan_width=2", "--search_steps=2", "--search_restarts=2")
+                 "--gan_width=2", "--encoder_search_steps=2", "--encoder_search_restarts=2")
     assert result.returncode == 0, result.stderr
     with open(tmp_path / "results.json") as f:
         cell = json.load(f)["cells"]["dcgan_square_0.6"]

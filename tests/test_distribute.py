@@ -282,3 +282,101 @@ def test_a_lone_worker_says_whom_it_waits_for_gives_up_in_one_line_and_stops_on_
     _, err = stopped.communicate(timeout=30)
     assert stopped.returncode in (-signal.SIGKILL, -signal.SIGTERM)
     assert "error: worker 0: stopped by SIGTERM while waiting for the cluster" in err and "Traceback" not in err
+
+
+def _training_command(workdir, strategy: str, mnist_dir) -> list[str]:
+    """A tiny LM-RBM run: 32 steps of 8 digits per epoch, two epochs."""
+    return [sys.executable, "-m", "tfimpute.train", "--model=lmrbm", "--hidden_units=8", "--epochs=2",
+            "--train_size=256", "--test_size=32", "--batch_size=8", f"--data_dir={mnist_dir}",
+            f"--strategy={strategy}", "--cluster_timeout=60", f"--workdir={workdir}"]
+
+
+class _Pair:
+    """Workers 0 and 1 of a localhost cluster, started with the same command each time; their
+    output goes to files that the test polls (bounded in time)."""
+
+    def __init__(self, workdir, mnist_dir, logs):
+        self.command = _training_command(workdir, "multi_worker", mnist_dir)
+        self.ports, self.logs, self.rounds = _free_ports(2), logs, 0
+
+    def start(self) -> None:
+        self.rounds += 1
+        self.workers, self.outputs = [], []
+        for index in range(2):
+            tf_config = {"cluster": {"worker": [f"localhost:{port}" for port in self.ports]},
+                         "task": {"type": "worker", "index": index}}
+            output = self.logs / f"round{self.rounds}_worker{index}.txt"
+            self.outputs.append(output)
+            with open(output, "w") as sink:
+                self.workers.append(subprocess.Popen(
+                    self.command, stdout=sink, stderr=subprocess.STDOUT, start_new_session=True,
+                    env={**os.environ, "TF_CONFIG": json.dumps(tf_config), "PYTHONUNBUFFERED": "1"}))
+
+    def wait_for(self, index: int, text: str, timeout: float = 90) -> None:
+        deadline = time.monotonic() + timeout
+        while text not in self.outputs[index].read_text():
+            assert self.workers[index].poll() is None and time.monotonic() < deadline, self.outputs[index].read_text()
+            time.sleep(0.05)
+
+    def finish(self, timeout: float = 90) -> list[tuple[int, str]]:
+        """Each worker's exit status and output."""
+        try:
+            for worker in self.workers:
+                worker.wait(timeout)
+        finally:
+            for worker in self.workers:
+                if worker.poll() is None:
+                    os.killpg(worker.pid, signal.SIGKILL)
+        return [(worker.returncode, output.read_text()) for worker, output in zip(self.workers, self.outputs)]
+
+
+def _errors(output: str) -> list[str]:
+    return [line for line in output.splitlines() if line.startswith(("error:", "preempted:"))]
+
+
+def _checkpointed_weights(workdir) -> dict[str, np.ndarray]:
+    reader = tf.train.load_checkpoint(str(workdir / "checkpoints"))
+    return {name: reader.get_tensor(name) for name in reader.get_variable_to_shape_map()
+            if name.startswith("model/")}
+
+
+def test_two_workers_survive_sigterm_and_a_killed_peer_and_end_with_the_single_device_weights(mnist_dir, tmp_path):
+    """One interrupted two-worker run against one uninterrupted single-device run of the same command:
+    SIGTERM to worker 1 in epoch 1 makes both save at one step and stop (TensorFlow's
+    PreemptionCheckpointHandler); the restarted pair resumes there, worker 1 is killed in epoch 2 and
+    worker 0 ends in one line; the pair restarted again ends with the single device's weights."""
+    single = subprocess.Popen(_training_command(tmp_path / "single", "default", mnist_dir),
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    pair = _Pair(tmp_path / "pair", mnist_dir, tmp_path)
+
+    pair.start()
+    pair.wait_for(1, "Epoch 1/2")
+    pair.workers[1].send_signal(signal.SIGTERM)  # what a scheduler sends before preempting a job
+    (status0, output0), (status1, output1) = pair.finish()
+    step = re.fullmatch(r"preempted: SIGTERM reached a worker, and every worker saved a checkpoint after step "
+                        r"(\d+) of epoch 1 \(.*ckpt-1\); start every worker again with the same command to resume",
+                        _errors(output0)[0])
+    assert step and 0 < int(step[1]) < 32, output0
+    assert _errors(output0) == [step[0]] and status0 == status1 == 143, (output0, output1)
+    assert _errors(output1) == [step[0].replace(str(tmp_path / "pair"), str(tmp_path / "pair" / "workers" / "worker_1"))]
+
+    pair.start()
+    pair.wait_for(0, f"Resuming from {tmp_path / 'pair' / 'checkpoints' / 'ckpt-1'}: epoch 1, step {step[1]}")
+    pair.wait_for(1, "Epoch 2/2")
+    os.killpg(pair.workers[1].pid, signal.SIGKILL)
+    (status0, output0), _ = pair.finish()
+    assert _errors(output0) == [
+        f"error: lost worker 1 in epoch 2 (UnavailableError); last checkpoint: {tmp_path / 'pair' / 'checkpoints' / 'ckpt-2'}; "
+        "start every worker again with the same command to resume"] and status0 == 2, output0
+    assert "Traceback" not in output0
+
+    pair.start()
+    (status0, output0), (status1, _) = pair.finish()
+    assert status0 == status1 == 0 and "Resuming from" in output0 and "epoch 2, step 0" in output0, output0
+    assert single.wait(60) == 0, single.stderr.read()
+    interrupted, uninterrupted = _checkpointed_weights(tmp_path / "pair"), _checkpointed_weights(tmp_path / "single")
+    assert interrupted.keys() == uninterrupted.keys()
+    for name, value in uninterrupted.items():
+        np.testing.assert_allclose(interrupted[name], value, rtol=RTOL, atol=ATOL, err_msg=name)
+    metrics = [json.loads((tmp_path / run / "metrics.json").read_text()) for run in ("pair", "single")]
+    assert metrics[0]["test_rmse"] == pytest.approx(metrics[1]["test_rmse"], abs=1e-6)

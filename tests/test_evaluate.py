@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from test_cli import run
+from program_support import run_here
 from tfimpute import classifier, evaluation, masks, metrics
 from tfimpute.classifier import FeatureFid
 from tfimpute.data import Mnist, load_mnist
@@ -76,9 +77,9 @@ def test_evaluate_writes_results_and_resumes_without_recomputing(mnist_dir, clas
 
 
 def test_bad_input_gives_a_one_line_error(classifier_dir, tmp_path):
-    result = run("tfimpute.evaluate", "--methods=mean", "--missingness=square", "--missing_rates=0.6",
-                 f"--workdir={tmp_path}", f"--classifier_dir={classifier_dir}", "--data_dir=/nonexistent/mnist",
-                 *TINY)
+    result = run_here("tfimpute.evaluate", "--methods=mean", "--missingness=square", "--missing_rates=0.6",
+                      f"--workdir={tmp_path}", f"--classifier_dir={classifier_dir}",
+                      "--data_dir=/nonexistent/mnist", *TINY)
     assert result.returncode == 2
     assert result.stderr.strip().splitlines()[-1] == "error: /nonexistent/mnist: data directory does not exist"
     assert "Traceback" not in result.stderr
@@ -158,8 +159,9 @@ def test_models_trained_on_other_data_are_refused(tmp_path, setting):
 
 def test_a_model_trained_on_complete_data_gives_a_one_line_error(tmp_path):
     comparable_cell_workdir(tmp_path, "complete_training_data")
-    result = run("tfimpute.evaluate", "--methods=realnvp", "--missingness=independent", "--missing_rates=0.6",
-                 f"--workdir={tmp_path}", "--classifier_dir=/nonexistent", "--notrain_missing")
+    result = run_here("tfimpute.evaluate", "--methods=realnvp", "--missingness=independent",
+                      "--missing_rates=0.6", f"--workdir={tmp_path}", "--classifier_dir=/nonexistent",
+                      "--notrain_missing")
     assert result.returncode == 2
     assert result.stderr.strip().splitlines()[-1].startswith(
         "error: realnvp_independent_0.6: its model was trained with --complete_training_data")

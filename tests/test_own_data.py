@@ -19,6 +19,7 @@ from PIL import Image
 from sklearn.datasets import load_diabetes, load_digits, load_wine
 
 from conftest import REPO
+from program_support import run_here
 from tfimpute import experiment, filling, savedmodel
 from tfimpute.datasets import load_dataset
 from tfimpute.training import TrainingOptions
@@ -171,7 +172,7 @@ def test_vectors_with_mnar_holes_evaluate_with_raw_units_and_wasserstein(tmp_pat
 def test_bad_own_data_gives_one_line_errors(wine_csv, tmp_path, args, message):
     """Through the program (the library's messages for the other cases: test_datasets, test_masks)."""
     args = [arg.replace("WINE", wine_csv) for arg in args]
-    result = run("tfimpute.train", f"--workdir={tmp_path}", "--epochs=1", *args)
+    result = run_here("tfimpute.train", f"--workdir={tmp_path}", "--epochs=1", *args)
     assert message in one_line_error(result)
 
 

@@ -254,9 +254,8 @@ def run_main(main: Callable[[list[str]], Any]) -> Callable[[list[str]], Any]:
                 sys.stdout.flush()
                 os._exit(2)
             sys.exit(2)
-        except Terminated:
-            print("stopped by SIGTERM; the last checkpoint holds every finished step: run the same command "
-                  "to resume", file=sys.stderr)
+        except Terminated as exc:  # its message says what was saved and how to resume
+            print(exc, file=sys.stderr)
             sys.exit(143)
         except KeyboardInterrupt:
             print("interrupted", file=sys.stderr)

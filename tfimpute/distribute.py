@@ -7,7 +7,8 @@
   worker says which peers it waits for and gives up after ``cluster_timeout`` seconds naming the
   tasks that never came up (:func:`start_multi_worker`); Ctrl-C and SIGTERM to its process group
   stop it while it waits.
-  A worker that loses a peer while training names it (:func:`lost_peers`).
+  A worker that loses a peer while training names it (:func:`lost_peers`); SIGTERM makes every
+  worker save at one step (:func:`tfimpute.training.preemption_handler`).
 * ``tpu``: ``TPUStrategy`` on the TPU a ``TPUClusterResolver`` finds.
 
 Every mistake a user can make here raises :class:`tfimpute.errors.InvalidInputError`
@@ -123,6 +124,10 @@ def start_multi_worker(config: dict[str, Any], timeout: float, log=print) -> tf.
     return strategy
 
 
+# What a collective raises when a peer is gone (killed, unreachable, or itself failed and aborted the
+# cluster); other errors are the program's and keep their traceback.
+PEER_FAILURES = (tf.errors.UnavailableError, tf.errors.AbortedError, tf.errors.DeadlineExceededError,
+                 tf.errors.CancelledError)
 LOST_TASK = re.compile(r"/job:(\w+)/replica:\d+/task:(\d+)")
 
 

@@ -13,15 +13,18 @@ Under a ``tf.distribute`` strategy (:mod:`tfimpute.distribute`) the global batch
 (``batch_size``) is split across the replicas (:func:`distributed_epoch`) and every
 step is ``model.distributed_train_step`` inside one ``tf.function``;
 progress, checkpoints and the model's optimizers live in ``strategy.scope()``.
-With several workers (MultiWorkerMirroredStrategy) checkpoints are written at the end
-of epochs only: timed, Ctrl-C or SIGTERM checkpoints would leave the workers at different
-steps, and their resumed runs would disagree.
+With several workers (MultiWorkerMirroredStrategy) a worker cannot save on its own: the workers
+would resume from different steps and disagree. They save at the end of every epoch, and on
+SIGTERM to any of them TensorFlow's ``PreemptionCheckpointHandler`` makes every worker save at
+the same step and stop (:func:`preemption_handler`); Ctrl-C stops a worker without saving.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
+import logging
 import os
 import signal
 import sys
@@ -179,16 +182,58 @@ def check_workers_agree(strategy: tf.distribute.Strategy, progress: _Progress) -
 
 
 def _raise_terminated(signum, frame) -> None:
-    raise Terminated("SIGTERM")
+    raise Terminated("stopped by SIGTERM; the last checkpoint holds every finished step: run the same "
+                     "command to resume")
 
 
-def _sigterm_as_interrupt():
+def _take_sigterm(as_interrupt: bool):
     """Makes SIGTERM (a scheduler stopping the job) interrupt training as Ctrl-C does, so that a
-    checkpoint is saved; returns the previous handler (None outside the main thread, where Python
-    cannot set one)."""
+    checkpoint is saved (``as_interrupt``; multi-worker runs leave it to :func:`preemption_handler`).
+    Returns what :func:`_give_back_sigterm` restores: the previous handler, SIG_DFL for one that
+    Python did not set, or None outside the main thread, where Python cannot set one."""
     if threading.current_thread() is not threading.main_thread():
         return None
-    return signal.signal(signal.SIGTERM, _raise_terminated)
+    previous = signal.getsignal(signal.SIGTERM)
+    if as_interrupt:
+        signal.signal(signal.SIGTERM, _raise_terminated)
+    return signal.SIG_DFL if previous is None else previous
+
+
+def _give_back_sigterm(previous) -> None:
+    if previous is not None:
+        signal.signal(signal.SIGTERM, previous)
+
+
+class _HideRunCallsDeprecation(logging.Filter):
+    """The handler reads its own deprecated ``total_run_calls`` when it saves; the warning is not the user's."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "total_run_calls" not in record.getMessage()
+
+
+_HIDE_RUN_CALLS_DEPRECATION = _HideRunCallsDeprecation()
+
+
+def preemption_handler(strategy: tf.distribute.Strategy, manager: tf.train.CheckpointManager
+                       ) -> tf.distribute.experimental.PreemptionCheckpointHandler | None:
+    """Multi-worker runs: TensorFlow's handler of SIGTERM (a scheduler's preemption notice).
+
+    The worker that receives SIGTERM agrees a step with the others through the coordination service;
+    every worker saves a checkpoint with ``manager`` before that step and then raises
+    :class:`Terminated` (its ``exit_fn``), which :func:`run_training` turns into one line.
+    Other runs return None: the single-device loop treats SIGTERM as Ctrl-C.
+    """
+    if not distribute.is_multi_worker(strategy):
+        return None
+
+    def stop_after_saving() -> None:
+        raise Terminated("preempted")
+
+    tf.get_logger().addFilter(_HIDE_RUN_CALLS_DEPRECATION)
+    with strategy.scope():
+        return tf.distribute.experimental.PreemptionCheckpointHandler(
+            strategy.cluster_resolver, manager,
+            termination_config=tf.distribute.experimental.TerminationConfig(exit_fn=stop_after_saving))
 
 
 def run_training(model: Imputer, train_data: IncompleteData, test_images: np.ndarray,
@@ -268,7 +313,9 @@ def run_training(model: Imputer, train_data: IncompleteData, test_images: np.nda
         last_save = time.monotonic()
         log(f"Checkpoint ({reason}): {path}")
 
-    previous_sigterm = _sigterm_as_interrupt() if save_anytime else None
+    previous_sigterm = _take_sigterm(as_interrupt=save_anytime)
+    preemption = preemption_handler(strategy, manager)
+    run_step = train_step if preemption is None else functools.partial(preemption.run, train_step)
     try:
         while model.trainable_imputer and int(progress.epoch.numpy()) < options.epochs:
             epoch = int(progress.epoch.numpy())
@@ -281,7 +328,7 @@ def run_training(model: Imputer, train_data: IncompleteData, test_images: np.nda
             tick = time.perf_counter()
             batches = distributed_epoch(strategy, train_data, options.batch_size, options.seed, epoch, skip)
             for batch in batches:
-                logs = {k: float(v) for k, v in train_step(batch).items()}
+                logs = {k: float(v) for k, v in run_step(batch).items()}
                 now = time.perf_counter()
                 progress.train_seconds.assign_add(now - tick)  # data + step, not evaluation
                 tick = now
@@ -315,11 +362,19 @@ def run_training(model: Imputer, train_data: IncompleteData, test_images: np.nda
             progress.epoch.assign_add(1)
             progress.step_in_epoch.assign(0)
             save(f"end of epoch {epoch + 1}")
+    except Terminated:
+        if preemption is None:
+            save("SIGTERM")
+            raise
+        raise Terminated(
+            f"preempted: SIGTERM reached a worker, and every worker saved a checkpoint after step "
+            f"{int(progress.step_in_epoch.numpy())} of epoch {int(progress.epoch.numpy()) + 1} "
+            f"({manager.latest_checkpoint}); start every worker again with the same command to resume") from None
     except KeyboardInterrupt:
         if save_anytime:
             save("interrupted")
         raise
-    except tf.errors.OpError as exc:
+    except distribute.PEER_FAILURES as exc:
         if not distribute.is_multi_worker(strategy):
             raise
         lost = distribute.lost_peers(exc, strategy)
@@ -328,8 +383,10 @@ def run_training(model: Imputer, train_data: IncompleteData, test_images: np.nda
             f"({type(exc).__name__}); last checkpoint: {manager.latest_checkpoint or 'none'}; start every "
             "worker again with the same command to resume", exit_at_once=True) from None
     finally:
-        if previous_sigterm is not None:
-            signal.signal(signal.SIGTERM, previous_sigterm)
+        _give_back_sigterm(previous_sigterm)
+    # Only after a finished run: its __del__ stops the threads that watch the other workers, which
+    # would wait forever on a cluster that lost a worker.
+    del preemption
 
     imputed = model.impute(test_inputs * test_mask, test_mask)
     if model.is_image_model:
