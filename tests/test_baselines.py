@@ -7,7 +7,6 @@ import numpy as np
 import pytest
 from absl import flags
 
-from test_cli import run
 from program_support import run_here
 from tfimpute import masks, workdir
 from tfimpute.data import Mnist

@@ -7,7 +7,6 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from test_cli import run
 from program_support import run_here
 from tfimpute import callbacks, savedmodel, workdir
 from tfimpute.errors import InvalidInputError, WorkdirError
@@ -221,16 +220,16 @@ def test_cgan_signatures_check_labels_and_match_the_model(tmp_path):
 
 def test_train_and_gan_report_end_to_end(mnist_dir, classifier_dir, tmp_path):
     workdir = str(tmp_path / "cgan")
-    trained = run("tfimpute.train", "--model=cgan", "--complete_training_data", f"--data_dir={mnist_dir}",
-                  "--train_size=256", "--test_size=8", "--eval_size=4", "--epochs=1", "--latent_size=6",
-                  "--gan_width=2", "--encoder_search_steps=2", "--encoder_search_restarts=2",
-                  f"--workdir={workdir}")
+    trained = run_here("tfimpute.train", "--model=cgan", "--complete_training_data", f"--data_dir={mnist_dir}",
+                       "--train_size=256", "--test_size=8", "--eval_size=4", "--epochs=1", "--latent_size=6",
+                       "--gan_width=2", "--encoder_search_steps=2", "--encoder_search_restarts=2",
+                       f"--workdir={workdir}")
     assert trained.returncode == 0, trained.stderr
     assert json.loads(trained.stdout.strip().splitlines()[-1])["train_missing_fraction"] == 0.0
     assert os.path.getsize(os.path.join(workdir, "samples_epoch_0001.png")) > 0
 
-    reported = run("tfimpute.gan_report", f"--workdir={workdir}", f"--classifier_dir={classifier_dir}",
-                   "--samples=40")
+    reported = run_here("tfimpute.gan_report", f"--workdir={workdir}", f"--classifier_dir={classifier_dir}",
+                        "--samples=40")
     assert reported.returncode == 0, reported.stderr
     result = json.loads(reported.stdout.strip().splitlines()[-1])
     assert result["model"] == "cgan" and sum(result["predicted_class_counts"]) == 40
@@ -250,15 +249,15 @@ def test_train_and_gan_report_end_to_end(mnist_dir, classifier_dir, tmp_path):
 
 
 def test_bench_times_training_and_the_latent_search():
-    result = run("tfimpute.bench", "--model=cgan", "--latent_size=4", "--gan_width=2", "--batch_size=8",
-                 "--steps=2", "--warmup_steps=1", "--search_benchmark", "--search_batch=3",
-                 "--encoder_search_restarts=2", "--encoder_search_steps=3")
+    result = run_here("tfimpute.bench", "--model=cgan", "--latent_size=4", "--gan_width=2", "--batch_size=8",
+                      "--steps=2", "--warmup_steps=1", "--search_benchmark", "--search_batch=3",
+                      "--encoder_search_restarts=2", "--encoder_search_steps=3")
     assert result.returncode == 0, result.stderr
     figures = json.loads(result.stdout.strip().splitlines()[-1])
     assert figures["samples_per_sec"] > 0 and figures["search_seconds"] > 0
     assert (figures["search_digits"], figures["latent_search"], figures["search_restarts"],
             figures["search_steps"]) == (3, "encoder", 2, 3)
-    refused = run("tfimpute.bench", "--model=vae", "--search_benchmark", "--steps=1")
+    refused = run_here("tfimpute.bench", "--model=vae", "--search_benchmark", "--steps=1")
     assert refused.returncode == 2 and "vae has no extra benchmark (cgan, dcgan have one)" in refused.stderr
 
 
@@ -266,11 +265,11 @@ def test_dcgan_trains_on_complete_digits_unless_a_missingness_flag_is_given(mnis
     tiny_run = ["--model=dcgan", f"--data_dir={mnist_dir}", "--train_size=128", "--test_size=4", "--epochs=1",
                 "--latent_size=4", "--gan_width=2", "--search_steps=1", "--search_restarts=1",
                 "--encoder_search_steps=1", "--encoder_search_restarts=1"]
-    complete = run("tfimpute.train", *tiny_run, f"--workdir={tmp_path / 'complete'}")
+    complete = run_here("tfimpute.train", *tiny_run, f"--workdir={tmp_path / 'complete'}")
     assert complete.returncode == 0, complete.stderr
     assert "training on complete images" in complete.stdout
     assert json.loads(complete.stdout.strip().splitlines()[-1])["train_missing_fraction"] == 0.0
-    ambient = run("tfimpute.train", *tiny_run, "--missing_rate=0.3", f"--workdir={tmp_path / 'ambient'}")
+    ambient = run_here("tfimpute.train", *tiny_run, "--missing_rate=0.3", f"--workdir={tmp_path / 'ambient'}")
     assert ambient.returncode == 0, ambient.stderr
     assert "incomplete images (AmbientGAN)" in ambient.stdout
     assert json.loads(ambient.stdout.strip().splitlines()[-1])["train_missing_fraction"] == pytest.approx(0.3, abs=0.01)
@@ -279,10 +278,10 @@ def test_dcgan_trains_on_complete_digits_unless_a_missingness_flag_is_given(mnis
 
 
 def test_evaluate_trains_and_scores_an_ambient_dcgan_cell(mnist_dir, classifier_dir, tmp_path):
-    result = run("tfimpute.evaluate", "--methods=dcgan", "--missingness=square", "--missing_rates=0.6",
-                 f"--data_dir={mnist_dir}", f"--workdir={tmp_path}", f"--classifier_dir={classifier_dir}",
-                 "--train_size=200", "--test_size=20", "--repeats=1", "--epochs=1", "--latent_size=4",
-                 "--gan_width=2", "--encoder_search_steps=2", "--encoder_search_restarts=2")
+    result = run_here("tfimpute.evaluate", "--methods=dcgan", "--missingness=square", "--missing_rates=0.6",
+                      f"--data_dir={mnist_dir}", f"--workdir={tmp_path}", f"--classifier_dir={classifier_dir}",
+                      "--train_size=200", "--test_size=20", "--repeats=1", "--epochs=1", "--latent_size=4",
+                      "--gan_width=2", "--encoder_search_steps=2", "--encoder_search_restarts=2")
     assert result.returncode == 0, result.stderr
     with open(tmp_path / "results.json") as f:
         cell = json.load(f)["cells"]["dcgan_square_0.6"]

@@ -358,16 +358,17 @@ def test_two_workers_survive_sigterm_and_a_killed_peer_and_end_with_the_single_d
                         _errors(output0)[0])
     assert step and 0 < int(step[1]) < 32, output0
     assert _errors(output0) == [step[0]] and status0 == status1 == 143, (output0, output1)
-    assert _errors(output1) == [step[0].replace(str(tmp_path / "pair"), str(tmp_path / "pair" / "workers" / "worker_1"))]
+    worker_1_dir = tmp_path / "pair" / "workers" / "worker_1"
+    assert _errors(output1) == [step[0].replace(str(tmp_path / "pair"), str(worker_1_dir))], output1
 
     pair.start()
     pair.wait_for(0, f"Resuming from {tmp_path / 'pair' / 'checkpoints' / 'ckpt-1'}: epoch 1, step {step[1]}")
     pair.wait_for(1, "Epoch 2/2")
     os.killpg(pair.workers[1].pid, signal.SIGKILL)
     (status0, output0), _ = pair.finish()
-    assert _errors(output0) == [
-        f"error: lost worker 1 in epoch 2 (UnavailableError); last checkpoint: {tmp_path / 'pair' / 'checkpoints' / 'ckpt-2'}; "
-        "start every worker again with the same command to resume"] and status0 == 2, output0
+    last = tmp_path / "pair" / "checkpoints" / "ckpt-2"
+    assert _errors(output0) == [f"error: lost worker 1 in epoch 2 (UnavailableError); last checkpoint: {last}; "
+                                "start every worker again with the same command to resume"] and status0 == 2, output0
     assert "Traceback" not in output0
 
     pair.start()

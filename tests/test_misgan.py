@@ -9,7 +9,7 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from test_cli import run
+from program_support import run_here
 from tfimpute import callbacks, visualize
 from tfimpute import workdir as workdir_module
 from tfimpute.models import gan
@@ -136,12 +136,12 @@ def test_interpolation_runs_from_one_latent_to_the_other():
 
 def test_gan_report_measures_misgan_samples_and_masks(mnist_dir, classifier_dir, tmp_path):
     workdir = str(tmp_path / "misgan")
-    trained = run("tfimpute.train", "--model=misgan", f"--data_dir={mnist_dir}", "--missing_rate=0.3",
-                  "--train_size=128", "--test_size=8", "--epochs=1", "--batch_size=32", "--latent_size=8",
-                  "--gan_width=2", "--imputer_units=16", f"--workdir={workdir}")
+    trained = run_here("tfimpute.train", "--model=misgan", f"--data_dir={mnist_dir}", "--missing_rate=0.3",
+                       "--train_size=128", "--test_size=8", "--epochs=1", "--batch_size=32", "--latent_size=8",
+                       "--gan_width=2", "--imputer_units=16", f"--workdir={workdir}")
     assert trained.returncode == 0, trained.stderr
-    reported = run("tfimpute.gan_report", f"--workdir={workdir}", f"--classifier_dir={classifier_dir}",
-                   "--samples=30", "--seed=4")
+    reported = run_here("tfimpute.gan_report", f"--workdir={workdir}", f"--classifier_dir={classifier_dir}",
+                        "--samples=30", "--seed=4")
     assert reported.returncode == 0, reported.stderr
     result = json.loads(reported.stdout.strip().splitlines()[-1])
     assert result["model"] == "misgan" and sum(result["predicted_class_counts"]) == 30

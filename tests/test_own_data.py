@@ -58,9 +58,9 @@ def wine_csv(tmp_path_factory) -> str:
 
 def test_a_csv_with_holes_trains_fills_and_exports(wine_csv, tmp_path):
     workdir, filled, export_dir = tmp_path / "run", tmp_path / "filled.csv", tmp_path / "export"
-    trained = run("tfimpute.train", "--model=vae", f"--dataset=csv:{wine_csv}", "--label_column=class",
-                  "--categorical_columns=colour", "--latent_dim=2", "--vae_hidden_units=16", "--epochs=1",
-                  "--batch_size=32", f"--workdir={workdir}")
+    trained = run_here("tfimpute.train", "--model=vae", f"--dataset=csv:{wine_csv}", "--label_column=class",
+                       "--categorical_columns=colour", "--latent_dim=2", "--vae_hidden_units=16", "--epochs=1",
+                       "--batch_size=32", f"--workdir={workdir}")
     assert trained.returncode == 0, trained.stderr
     assert "training on the data's own holes (no missingness flag given)" in trained.stdout
     metrics = json.loads(trained.stdout.strip().splitlines()[-1])
@@ -69,7 +69,7 @@ def test_a_csv_with_holes_trains_fills_and_exports(wine_csv, tmp_path):
         codec = json.load(f)["codec"]
     assert [c["name"] for c in codec["columns"]][-1] == "colour" and codec["shape"] == [13 + 3]
 
-    done = run("tfimpute.impute", f"--workdir={workdir}", f"--input={wine_csv}", f"--output={filled}")
+    done = run_here("tfimpute.impute", f"--workdir={workdir}", f"--input={wine_csv}", f"--output={filled}")
     assert done.returncode == 0, done.stderr
     with open(wine_csv) as f:
         original = list(csv.reader(f))
@@ -100,7 +100,7 @@ def test_a_csv_with_holes_trains_fills_and_exports(wine_csv, tmp_path):
     low, high = np.nanmin(load_wine().data, axis=0), np.nanmax(load_wine().data, axis=0)
     assert np.all(out[1, :13] >= low - 1e-3 * abs(low)) and np.all(out[1, :13] <= high * 1.001)
 
-    refused = run("tfimpute.impute", f"--workdir={workdir}", f"--input={wine_csv}", f"--output={wine_csv}")
+    refused = run_here("tfimpute.impute", f"--workdir={workdir}", f"--input={wine_csv}", f"--output={wine_csv}")
     assert "write the results elsewhere" in one_line_error(refused)
 
 
@@ -145,9 +145,9 @@ def test_vectors_with_mnar_holes_evaluate_with_raw_units_and_wasserstein(tmp_pat
     diabetes = load_diabetes(scaled=False).data[:200].astype(np.float32)
     path = tmp_path / "diabetes.npz"
     np.savez(path, x=diabetes)
-    done = run("tfimpute.evaluate", f"--dataset=npz:{path}", "--methods=mean,lmrbm", "--missingness=mnar",
-               "--missing_rates=0.3", "--repeats=1", "--epochs=1", "--batch_size=32", "--hidden_units=8",
-               f"--workdir={tmp_path / 'eval'}")
+    done = run_here("tfimpute.evaluate", f"--dataset=npz:{path}", "--methods=mean,lmrbm", "--missingness=mnar",
+                    "--missing_rates=0.3", "--repeats=1", "--epochs=1", "--batch_size=32", "--hidden_units=8",
+                    f"--workdir={tmp_path / 'eval'}")
     assert done.returncode == 0, done.stderr
     assert "FID skipped: npz:" in done.stdout and "has no labels" in done.stdout
     with open(tmp_path / "eval" / "results.json") as f:

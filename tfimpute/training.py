@@ -265,7 +265,9 @@ def run_training(model: Imputer, train_data: IncompleteData, test_images: np.nda
     manager = tf.train.CheckpointManager(checkpoint, os.path.join(workdir, "checkpoints"), max_to_keep=3)
     metrics_path = os.path.join(workdir, "metrics.json")
     if manager.latest_checkpoint:
-        checkpoint.restore(manager.latest_checkpoint).assert_existing_objects_matched()
+        # Every object of the model must be in the checkpoint; the checkpoint may hold more (the step
+        # counter a multi-worker run's preemption handler adds) without a warning.
+        checkpoint.restore(manager.latest_checkpoint).assert_existing_objects_matched().expect_partial()
         trained = int(progress.epoch.numpy())
         if (model.trainable_imputer and trained >= options.epochs and progress.step_in_epoch.numpy() == 0
                 and os.path.exists(metrics_path) and not reevaluate):
