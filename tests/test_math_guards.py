@@ -459,9 +459,9 @@ def test_low_rank_train_steps_in_a_tf_function_update_both_factors_from_the_old_
         for step in range(steps):
             a, b = (v.numpy().astype(np.float64) for v in (model.factor_a, model.factor_b))
             visible_bias, hidden_bias = model.visible_bias.numpy(), model.hidden_bias.numpy()
-            # Δ of Algorithm 1 with the draws of this optimizer step (cd1_updates is checked in test_rbm).
-            updates = model.cd1_updates(tf.constant(visible), tf.constant(observed_mask),
-                                        model.cd1_uniforms(count, step))
+            # Δ of Algorithm 1 with the draws of this optimizer step (cd_updates is checked in test_rbm).
+            updates = model.cd_updates(tf.constant(visible), tf.constant(observed_mask),
+                                       model.cd_uniforms(count, step))
             delta_w = updates["weight"].numpy().astype(np.float64)
             train_step(batch)
             where = f"graph {graph}, step {step}"

@@ -88,7 +88,7 @@ def test_bfloat16_cd1_matches_float32_to_bfloat16_precision():
             model = RBM(hidden_units=64, seed=3)
         model.visible_bias.assign(np.random.default_rng(1).normal(0, 1, 784).astype(np.float32))
         model.kernel.assign(np.random.default_rng(2).normal(0, 0.1, (784, 64)).astype(np.float32))
-        updates = model.cd1_updates(visible, observed_mask, model.cd1_uniforms(64, 0))
+        updates = model.cd_updates(visible, observed_mask, model.cd_uniforms(64, 0))
         results[policy] = (model.hidden_probabilities(visible, observed_mask).numpy(),
                            {name: value.numpy() for name, value in updates.items()})
     (full_hidden, full), (low_hidden, low) = results[precision.FLOAT32], results["mixed_bfloat16"]

@@ -7,6 +7,7 @@ import tensorflow as tf
 
 from tfimpute.errors import InvalidInputError
 from tfimpute.masks import IncompleteData
+from tfimpute.models.base import make_optimizer
 from tfimpute.models.rbm import RBM
 from zoo_support import tiny_model
 
@@ -15,14 +16,18 @@ def sigmoid(x):
     return 1.0 / (1.0 + np.exp(-x))
 
 
-def algorithm1_reference(b, c, w, lam, visible, missing, u_h, u_v, u_h2, linearized):
-    """Algorithm 1, line by line, one example at a time; m = 1 marks a MISSING unit (paper)."""
+def algorithm1_reference(b, c, w, lam, visible, missing, u_h, chain, linearized):
+    """Algorithm 1, line by line, one example at a time; m = 1 marks a MISSING unit (paper).
+    ``chain``: the (u_v, u_h') draws of lines 4 and 5 for each Gibbs step (one for CD-1; k for
+    CD-k, each step starting from the last hidden sample)."""
     delta_b, delta_c, delta_w = np.zeros_like(b), np.zeros_like(c), np.zeros_like(w)
-    for v, m, uh, uv, uh2 in zip(visible, missing, u_h, u_v, u_h2):
+    for index, (v, m, uh) in enumerate(zip(visible, missing, u_h)):
         b_m = sigmoid(b) * m if linearized else np.zeros_like(b)        # line 3
         h = (uh < sigmoid((v * (1 - m) + b_m) @ w + c)).astype(np.float64)
-        v_neg = (uv < sigmoid(w @ h + b)).astype(np.float64)             # line 4
-        h_neg = (uh2 < sigmoid((v_neg * (1 - m) + b_m) @ w + c)).astype(np.float64)  # line 5
+        h_neg = h
+        for u_v, u_h2 in chain:
+            v_neg = (u_v[index] < sigmoid(w @ h_neg + b)).astype(np.float64)                   # line 4
+            h_neg = (u_h2[index] < sigmoid((v_neg * (1 - m) + b_m) @ w + c)).astype(np.float64)  # line 5
         delta_c += h - h_neg                                             # line 6
         delta_b += (v - v_neg) * (1 - m)
         delta_w += np.outer(v * (1 - m), h) - np.outer(v_neg * (1 - m), h_neg)  # line 7
@@ -30,6 +35,15 @@ def algorithm1_reference(b, c, w, lam, visible, missing, u_h, u_v, u_h2, lineari
             delta_b += lam * b_m * (1 - sigmoid(b)) * (w @ (h - h_neg))  # line 8
             delta_w += np.outer(lam * b_m, h - h_neg)                    # line 9
     return delta_b, delta_c, delta_w
+
+
+def reference_updates(model, v, obs, uniforms, linearized):
+    """:func:`algorithm1_reference` for ``model``'s parameters and the draws it used."""
+    uniforms = [u.numpy().astype(np.float64) for u in uniforms]
+    return algorithm1_reference(
+        model.visible_bias.numpy().astype(np.float64), model.hidden_bias.numpy().astype(np.float64),
+        model.kernel.numpy().astype(np.float64), model.observed_probability.numpy().astype(np.float64),
+        v.astype(np.float64), 1 - obs, uniforms[0], list(zip(uniforms[1::2], uniforms[2::2])), linearized)
 
 
 def make_rbm(linearized, hidden=12, rank=None, seed=0):
@@ -56,12 +70,10 @@ def test_cd1_updates_match_algorithm1(linearized):
     model = make_rbm(linearized)
     observed, mask = batch()
     v, obs = observed.reshape(-1, 784), mask.reshape(-1, 784)
-    uniforms = model.cd1_uniforms(len(v), step=7)
-    updates = model.cd1_updates(tf.constant(v), tf.constant(obs), uniforms)
-    expected = algorithm1_reference(
-        model.visible_bias.numpy().astype(np.float64), model.hidden_bias.numpy().astype(np.float64),
-        model.kernel.numpy().astype(np.float64), model.observed_probability.numpy().astype(np.float64),
-        v.astype(np.float64), 1 - obs, *(u.numpy() for u in uniforms), linearized)
+    uniforms = model.cd_uniforms(len(v), step=7)
+    assert len(uniforms) == 3
+    updates = model.cd_updates(tf.constant(v), tf.constant(obs), uniforms)
+    expected = reference_updates(model, v, obs, uniforms, linearized)
     for name, reference in zip(["visible_bias", "hidden_bias", "weight"], expected):
         np.testing.assert_allclose(updates[name].numpy(), reference, rtol=1e-4, atol=1e-4)
     # The LM terms really are present (or absent) in the visible-bias update.
@@ -77,12 +89,48 @@ def test_cd1_updates_match_algorithm1(linearized):
     assert float(updates["observed_count"]) == obs.sum()
 
 
+@pytest.mark.parametrize("linearized", [True, False])
+def test_cd_k_updates_match_algorithm1_with_k_gibbs_steps(linearized):
+    """CD-3: lines 4-5 three times from the last hidden sample; its first draws are CD-1's."""
+    model = make_rbm(linearized)
+    model.cd_steps = 3
+    observed, mask = batch()
+    v, obs = observed.reshape(-1, 784), mask.reshape(-1, 784)
+    uniforms = model.cd_uniforms(len(v), step=7)
+    assert len(uniforms) == 7
+    cd1_model = make_rbm(linearized)
+    for first, same in zip(uniforms[:3], cd1_model.cd_uniforms(len(v), step=7)):
+        np.testing.assert_array_equal(first.numpy(), same.numpy())
+    updates = model.cd_updates(tf.constant(v), tf.constant(obs), uniforms)
+    expected = reference_updates(model, v, obs, uniforms, linearized)
+    for name, reference in zip(["visible_bias", "hidden_bias", "weight"], expected):
+        np.testing.assert_allclose(updates[name].numpy(), reference, rtol=1e-4, atol=1e-4)
+    # Three steps end elsewhere than one: the chain really runs on.
+    cd1 = reference_updates(model, v, obs, uniforms[:3], linearized)
+    assert np.abs(cd1[2] - expected[2]).max() > 0.5
+
+
+def test_weight_decay_shrinks_the_weights_and_leaves_the_biases():
+    """SGD with decoupled weight decay λ: W ← W + η ΔW − η λ W, biases ← biases + η Δ."""
+    observed, mask = batch()
+    data = (tf.constant(observed), tf.constant(mask), tf.zeros([6], tf.int32))
+    plain, decayed = make_rbm(True), make_rbm(True)
+    plain.compile(optimizer=keras.optimizers.SGD(learning_rate=0.01))
+    decayed.compile(optimizer=make_optimizer("sgd", 0.01, weight_decay=0.5))
+    kernel = plain.kernel.numpy()
+    plain.train_step(data)
+    decayed.train_step(data)
+    np.testing.assert_allclose(decayed.kernel.numpy(), plain.kernel.numpy() - 0.01 * 0.5 * kernel, atol=1e-6)
+    np.testing.assert_allclose(decayed.visible_bias.numpy(), plain.visible_bias.numpy(), atol=1e-6)
+    np.testing.assert_allclose(decayed.hidden_bias.numpy(), plain.hidden_bias.numpy(), atol=1e-6)
+
+
 def test_lm_terms_change_the_update():
     observed, mask = batch()
     v, obs = tf.constant(observed.reshape(-1, 784)), tf.constant(mask.reshape(-1, 784))
     lm, baseline = make_rbm(True), make_rbm(False)
-    u = lm.cd1_uniforms(6, step=0)
-    difference = lm.cd1_updates(v, obs, u)["weight"] - baseline.cd1_updates(v, obs, u)["weight"]
+    u = lm.cd_uniforms(6, step=0)
+    difference = lm.cd_updates(v, obs, u)["weight"] - baseline.cd_updates(v, obs, u)["weight"]
     assert float(tf.reduce_max(tf.abs(difference))) > 0.1
 
 
@@ -92,8 +140,8 @@ def test_train_step_applies_learning_rate_times_summed_update(linearized):
     model.compile(optimizer=keras.optimizers.SGD(learning_rate=0.01))
     observed, mask = batch()
     before = [model.visible_bias.numpy(), model.hidden_bias.numpy(), model.kernel.numpy()]
-    updates = model.cd1_updates(tf.constant(observed.reshape(-1, 784)), tf.constant(mask.reshape(-1, 784)),
-                                model.cd1_uniforms(6, step=0))  # the draws of optimizer step 0
+    updates = model.cd_updates(tf.constant(observed.reshape(-1, 784)), tf.constant(mask.reshape(-1, 784)),
+                               model.cd_uniforms(6, step=0))  # the draws of optimizer step 0
     tf.function(model.train_step)((tf.constant(observed), tf.constant(mask)))
     after = [model.visible_bias.numpy(), model.hidden_bias.numpy(), model.kernel.numpy()]
     for name, old, new in zip(["visible_bias", "hidden_bias", "weight"], before, after):
@@ -106,8 +154,8 @@ def test_low_rank_factors_follow_the_chain_rule():
     observed, mask = batch()
     a, b = model.factor_a.numpy(), model.factor_b.numpy()
     np.testing.assert_allclose(model.weight_matrix.numpy(), a @ b, rtol=1e-5)
-    delta_w = model.cd1_updates(tf.constant(observed.reshape(-1, 784)), tf.constant(mask.reshape(-1, 784)),
-                                model.cd1_uniforms(6, step=0))["weight"].numpy()
+    delta_w = model.cd_updates(tf.constant(observed.reshape(-1, 784)), tf.constant(mask.reshape(-1, 784)),
+                               model.cd_uniforms(6, step=0))["weight"].numpy()
     model.train_step((tf.constant(observed), tf.constant(mask)))
     np.testing.assert_allclose(model.factor_a.numpy() - a, 0.01 * delta_w @ b.T, rtol=1e-4, atol=1e-6)
     np.testing.assert_allclose(model.factor_b.numpy() - b, 0.01 * a.T @ delta_w, rtol=1e-4, atol=1e-6)

@@ -130,3 +130,34 @@ def test_sigterm_mid_epoch_checkpoints_like_ctrl_c_and_a_finished_run_is_left_al
     logged = []
     _, again = train(tmp_path / "resumed", images, mask, model=new_model(), log=logged.append)
     assert again == result and logged == [f"{tmp_path / 'resumed'}: already trained 2 epochs; raise --epochs to continue"]
+
+
+def test_learning_rate_warms_up_linearly_then_decays_along_a_cosine():
+    from tfimpute.models.base import learning_rate_schedule
+
+    schedule = learning_rate_schedule(0.1, warmup_steps=4, decay_steps=8)
+    expected = {0: 0.0, 2: 0.05, 4: 0.1, 8: 0.05, 10: 0.1 * (1 + np.cos(np.pi * 6 / 8)) / 2, 12: 0.0, 30: 0.0}
+    for step, rate in expected.items():
+        assert float(schedule(step)) == pytest.approx(rate, abs=1e-7), step
+    warm_only = learning_rate_schedule(0.1, warmup_steps=4)
+    assert [float(warm_only(step)) for step in (1, 4, 100)] == pytest.approx([0.025, 0.1, 0.1])
+    decay_only = learning_rate_schedule(0.1, decay_steps=10)
+    assert [float(decay_only(step)) for step in (0, 5, 10)] == pytest.approx([0.1, 0.05, 0.0], abs=1e-7)
+    assert learning_rate_schedule(0.1) == 0.1  # the papers' constant rate, no schedule object
+
+
+def test_training_options_are_settings_of_every_single_optimizer_model():
+    from tfimpute.models import registry
+    from zoo_support import tiny_model
+
+    for name in ("lmrbm", "rbm", "vae", "realnvp"):
+        assert {"warmup_steps", "decay_steps", "weight_decay"} <= set(registry.get(name).fields), name
+    model = tiny_model("lmrbm", warmup_steps=3, decay_steps=5, weight_decay=0.01)
+    optimizer = model.optimizer
+    assert optimizer.weight_decay == 0.01 and float(optimizer.learning_rate) == 0.0  # step 0 of the warm-up
+    assert model.get_config()["decay_steps"] == 5
+    old = {key: value for key, value in model.get_config().items()
+           if key not in ("warmup_steps", "decay_steps", "weight_decay")}  # a config written before them
+    assert registry.get("lmrbm").cls.upgraded_config(old)["weight_decay"] == 0.0
+    with pytest.raises(ValueError, match="weight_decay must be >= 0, got -1"):
+        tiny_model("vae", weight_decay=-1)

@@ -34,6 +34,8 @@ batches it and returns a NumPy array.
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import keras
 import numpy as np
 import tensorflow as tf
@@ -41,6 +43,7 @@ import tensorflow as tf
 from tfimpute import precision, signatures
 from tfimpute.data import MNIST_SHAPE
 from tfimpute.masks import IncompleteData
+from tfimpute.models.registry import Setting
 from tfimpute.validation import check_images_and_mask
 
 
@@ -64,19 +67,46 @@ def check_optimizer_name(name: str) -> str:
     return name
 
 
+def learning_rate_schedule(learning_rate: float, warmup_steps: int = 0,
+                           decay_steps: int = 0) -> float | keras.optimizers.schedules.LearningRateSchedule:
+    """``learning_rate``, or Keras's ``CosineDecay`` when a warm-up or a decay is asked for: linear
+    from 0 to ``learning_rate`` over ``warmup_steps``, then a cosine to 0 over ``decay_steps``
+    (none: ``learning_rate`` from then on, through ``alpha = 1``)."""
+    if not warmup_steps and not decay_steps:
+        return learning_rate
+    return keras.optimizers.schedules.CosineDecay(
+        initial_learning_rate=0.0 if warmup_steps else learning_rate, decay_steps=max(decay_steps, 1),
+        alpha=0.0 if decay_steps else 1.0, warmup_target=learning_rate if warmup_steps else None,
+        warmup_steps=warmup_steps)
+
+
 def make_optimizer(name: str, learning_rate: float, momentum: float = 0.0,
-                   loss_scale_factor: float | None = None) -> keras.optimizers.Optimizer:
+                   loss_scale_factor: float | None = None, warmup_steps: int = 0, decay_steps: int = 0,
+                   weight_decay: float = 0.0) -> keras.optimizers.Optimizer:
     """``"adam"`` (Keras defaults) or ``"sgd"`` with ``momentum`` (the paper's RBM training: none);
-    ``loss_scale_factor``: see :func:`tfimpute.precision.loss_scale_factor`."""
+    ``loss_scale_factor``: see :func:`tfimpute.precision.loss_scale_factor`; the learning rate
+    follows :func:`learning_rate_schedule`. ``weight_decay`` λ: Keras's decoupled decay,
+    θ ← θ − η λ θ every step, on every variable but the biases."""
+    schedule = learning_rate_schedule(learning_rate, warmup_steps, decay_steps)
+    decay = weight_decay or None
     if check_optimizer_name(name) == "adam":
-        return keras.optimizers.Adam(learning_rate=learning_rate, loss_scale_factor=loss_scale_factor)
-    return keras.optimizers.SGD(learning_rate=learning_rate, momentum=momentum,
-                                loss_scale_factor=loss_scale_factor)
+        optimizer = keras.optimizers.Adam(learning_rate=schedule, weight_decay=decay,
+                                          loss_scale_factor=loss_scale_factor)
+    else:
+        optimizer = keras.optimizers.SGD(learning_rate=schedule, momentum=momentum, weight_decay=decay,
+                                         loss_scale_factor=loss_scale_factor)
+    if decay:
+        optimizer.exclude_from_weight_decay(var_names=["bias"])
+    return optimizer
 
 
 class OptimizerSettings:
     """Mixin for an imputer trained by one optimizer built from its settings ``optimizer``,
     ``learning_rate`` and ``momentum`` (the RBMs, the VAE, RealNVP); list it before ``Imputer``.
+
+    It adds the training options every such model shares (defaults: none, as in the papers): a
+    learning-rate warm-up and cosine decay (:func:`learning_rate_schedule`) and weight decay
+    (:func:`make_optimizer`).
 
     A model whose updates are gradients of a loss (``scales_loss``) gets float16's loss scale under
     ``mixed_float16`` and scales its loss with ``optimizer.scale_loss``; the RBMs' CD-1 updates are
@@ -84,6 +114,32 @@ class OptimizerSettings:
     """
 
     scales_loss = True
+    SCHEDULE_DEFAULTS = {"warmup_steps": 0, "decay_steps": 0, "weight_decay": 0.0}
+
+    def __init__(self, *,
+                 warmup_steps: Annotated[int, Setting(
+                     "Steps of linear learning-rate warm-up from 0 (0: none).")] = 0,
+                 decay_steps: Annotated[int, Setting(
+                     "Steps of cosine learning-rate decay to 0 after the warm-up (0: none).")] = 0,
+                 weight_decay: Annotated[float, Setting(
+                     "Decoupled weight decay: every step, weights (not biases) -= lr * weight_decay * "
+                     "weights (0: none).")] = 0.0,
+                 **kwargs):
+        for name, value in (("warmup_steps", warmup_steps), ("decay_steps", decay_steps),
+                            ("weight_decay", weight_decay)):
+            if value < 0:
+                raise ValueError(f"{name} must be >= 0, got {value}")
+        super().__init__(**kwargs)
+        self.warmup_steps, self.decay_steps, self.weight_decay = warmup_steps, decay_steps, weight_decay
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "warmup_steps": self.warmup_steps, "decay_steps": self.decay_steps,
+                "weight_decay": self.weight_decay}
+
+    @classmethod
+    def upgraded_config(cls, config: dict) -> dict:
+        """Configs written before these options existed trained without them."""
+        return {**cls.SCHEDULE_DEFAULTS, **super().upgraded_config(config)}
 
     def set_optimizer_settings(self, optimizer: str, learning_rate: float, momentum: float) -> None:
         """Stores (and checks) the settings :meth:`default_optimizer` builds from."""
@@ -92,7 +148,8 @@ class OptimizerSettings:
 
     def default_optimizer(self) -> keras.optimizers.Optimizer:
         scale = precision.loss_scale_factor(self.dtype_policy.name) if self.scales_loss else None
-        return make_optimizer(self.optimizer_name, self.learning_rate, self.momentum, scale)
+        return make_optimizer(self.optimizer_name, self.learning_rate, self.momentum, scale,
+                              self.warmup_steps, self.decay_steps, self.weight_decay)
 
 
 def checked_data_shape(data_shape) -> tuple[int, ...]:

@@ -16,10 +16,11 @@ is "Algorithm 1 without lines 8-9" together with the energy of [5] that the
 paper's Section 3 describes (no σ(b_m)ᵀ W_m h term).
 
 Mask convention: the package's ``mask`` is 1 = observed. Algorithm 1's m is
-``1 - mask``; the conversion happens in :meth:`RBM.cd1_updates` and
+``1 - mask``; the conversion happens in :meth:`RBM.cd_updates` and
 :meth:`RBM.hidden_probabilities` and nowhere else.
 
-Training is minibatch CD-1 exactly as Algorithm 1: the per-example updates are
+Training is minibatch CD-1 exactly as Algorithm 1 (``cd_steps`` = k > 1: CD-k, lines 4-5 repeated
+k times from the last hidden sample, the positive phase unchanged): the per-example updates are
 SUMMED over the batch (not averaged) and applied as W += η ΔW through a Keras
 SGD optimizer (gradient = -ΔW), so momentum or another optimizer stays a flag
 away. Optional low-rank W = AB ([5], eq. 14): A and B move along ΔW Bᵀ and
@@ -104,6 +105,8 @@ class RBM(OptimizerSettings, Imputer):
                  learning_rate: Annotated[float, Setting(
                      "Learning rate (RBMs: on batch-summed updates, as the paper).")] = 1e-4,
                  momentum: Annotated[float, Setting("SGD momentum (paper: none).")] = 0.0,
+                 cd_steps: Annotated[int, Setting(
+                     "Gibbs steps of the negative phase: 1 is the paper's CD-1, k > 1 CD-k.")] = 1,
                  seed: Annotated[int, Setting("Seed of initialisation, shuffling and training draws.")] = 0,
                  **kwargs):
         super().__init__(**kwargs)
@@ -118,12 +121,15 @@ class RBM(OptimizerSettings, Imputer):
             raise ValueError(f"rank must be in [1, {min(visible_units, hidden_units)}], got {rank}")
         if impute_mode not in IMPUTE_MODES:
             raise ValueError(f"impute_mode must be one of {IMPUTE_MODES}, got {impute_mode!r}")
+        if cd_steps < 1:
+            raise ValueError(f"cd_steps must be >= 1, got {cd_steps}")
         self.hidden_units = hidden_units
         self.visible_units = visible_units
         self.linearized = linearized
         self.rank = rank
         self.impute_mode = impute_mode
         self.set_optimizer_settings(optimizer, learning_rate, momentum)
+        self.cd_steps = cd_steps
         self.seed = seed
         n, m = visible_units, hidden_units
         self.visible_bias = self.add_weight(shape=(n,), initializer="zeros", name="visible_bias")
@@ -150,7 +156,13 @@ class RBM(OptimizerSettings, Imputer):
     def get_config(self) -> dict:
         return {**super().get_config(), "hidden_units": self.hidden_units, "linearized": self.linearized, "rank": self.rank,
                 "impute_mode": self.impute_mode, "optimizer": self.optimizer_name,
-                "learning_rate": self.learning_rate, "momentum": self.momentum, "seed": self.seed}
+                "learning_rate": self.learning_rate, "momentum": self.momentum, "cd_steps": self.cd_steps,
+                "seed": self.seed}
+
+    @classmethod
+    def upgraded_config(cls, config: dict) -> dict:
+        """Workdirs written before ``cd_steps`` existed trained with CD-1."""
+        return {"cd_steps": 1, **super().upgraded_config(config)}
 
     @classmethod
     def settings_for_data(cls, settings: dict, train_data: IncompleteData) -> dict:
@@ -164,10 +176,11 @@ class RBM(OptimizerSettings, Imputer):
         return {**settings, "rank": max(1, min(hidden_units, int(round(expected_observed))))}
 
     def step_flops(self, batch_size: int) -> float:
-        """Multiply-adds of one CD-1 step x 2: five [B, n] x [n, m] products (six for the LM-RBM),
-        plus W = AB and the two factor gradients when low-rank."""
+        """Multiply-adds of one CD-k step x 2: [B, n] x [n, m] products, one for line 3, two per Gibbs
+        step, two for ΔW (positive and negative phase) and one more for the LM-RBM's line 8; plus
+        W = AB and the two factor gradients when low-rank."""
         n, m, b = self.visible_units, self.hidden_units, batch_size
-        flops = (6 if self.linearized else 5) * 2.0 * b * n * m
+        flops = (3 + 2 * self.cd_steps + self.linearized) * 2.0 * b * n * m
         if self.rank is not None:
             flops += 3 * 2.0 * n * self.rank * m
         return flops
@@ -233,23 +246,28 @@ class RBM(OptimizerSettings, Imputer):
         visible_input = visible * observed_mask + self._missing_bias(observed_mask)
         return tf.sigmoid(self.product(visible_input, self.weight_matrix) + self.hidden_bias)
 
-    def cd1_updates(self, visible: tf.Tensor, observed_mask: tf.Tensor,
-                    uniforms: tuple[tf.Tensor, tf.Tensor, tf.Tensor]) -> dict[str, tf.Tensor]:
+    def cd_updates(self, visible: tf.Tensor, observed_mask: tf.Tensor,
+                   uniforms: tuple[tf.Tensor, ...]) -> dict[str, tf.Tensor]:
         """Δb, Δc, ΔW of Algorithm 1 (before the learning rate), summed over the batch.
 
-        ``uniforms`` are U(0, 1) draws shaped [B, hidden], [B, visible], [B, hidden]
-        for the samples of lines 3, 4 and 5. Inputs are flat [B, n].
+        ``uniforms`` (:meth:`cd_uniforms`) are U(0, 1) draws: [B, hidden] for the sample of line 3,
+        then [B, visible] and [B, hidden] for lines 4 and 5 of each of the ``cd_steps`` Gibbs steps.
+        Inputs are flat [B, n].
         """
-        u_hidden, u_visible, u_hidden_negative = uniforms
-        w = tf.cast(self.weight_matrix, self.compute_dtype)  # cast once for the four products with W
+        u_hidden, chain_uniforms = uniforms[0], uniforms[1:]
+        w = tf.cast(self.weight_matrix, self.compute_dtype)  # cast once for the products with W
         v_obs = visible * observed_mask
         b_missing = self._missing_bias(observed_mask)
-        # Lines 3-5: one Gibbs step, the hidden layer seeing v ⊙ (1 - m) + b_m.
+        # Line 3: the hidden layer sees v ⊙ (1 - m) + b_m.
         h = _bernoulli(tf.sigmoid(self.product(v_obs + b_missing, w) + self.hidden_bias), u_hidden)
-        v_negative_prob = tf.sigmoid(self.product(h, w, transpose_b=True) + self.visible_bias)
-        v_negative_obs = _bernoulli(v_negative_prob, u_visible) * observed_mask
-        h_negative = _bernoulli(
-            tf.sigmoid(self.product(v_negative_obs + b_missing, w) + self.hidden_bias), u_hidden_negative)
+        h_negative, reconstruction = h, None
+        for u_visible, u_hidden_negative in zip(chain_uniforms[::2], chain_uniforms[1::2]):
+            # Lines 4-5, once per Gibbs step, the observed units of the example masking the chain.
+            v_negative_prob = tf.sigmoid(self.product(h_negative, w, transpose_b=True) + self.visible_bias)
+            reconstruction = v_negative_prob if reconstruction is None else reconstruction
+            v_negative_obs = _bernoulli(v_negative_prob, u_visible) * observed_mask
+            h_negative = _bernoulli(
+                tf.sigmoid(self.product(v_negative_obs + b_missing, w) + self.hidden_bias), u_hidden_negative)
         hidden_difference = h - h_negative
         # Line 6.
         delta_c = tf.reduce_sum(hidden_difference, axis=0)
@@ -267,16 +285,19 @@ class RBM(OptimizerSettings, Imputer):
         # Line 7 (and 9) as one GEMM over the stacked positive and negative phases.
         delta_w = self.product(tf.concat([positive, -negative], axis=0),
                                tf.concat([h, h_negative], axis=0), transpose_a=True)
-        squared_error = tf.reduce_sum(tf.square(v_obs - v_negative_prob * observed_mask))
+        # recon_mse: E[v | h] of the first Gibbs step on the observed units.
+        squared_error = tf.reduce_sum(tf.square(v_obs - reconstruction * observed_mask))
         return {"visible_bias": delta_b, "hidden_bias": delta_c, "weight": delta_w,
                 "squared_error": squared_error, "observed_count": tf.reduce_sum(observed_mask)}
 
-    def cd1_uniforms(self, batch_size: tf.Tensor | int, step: tf.Tensor | int) -> tuple[tf.Tensor, ...]:
-        """The U(0, 1) draws of one CD-1 step, keyed by (seed, step), for this replica's ``batch_size``
-        rows of the global batch."""
+    def cd_uniforms(self, batch_size: tf.Tensor | int, step: tf.Tensor | int) -> tuple[tf.Tensor, ...]:
+        """The U(0, 1) draws of one CD-k step (see :meth:`cd_updates`), keyed by (seed, step), for this
+        replica's ``batch_size`` rows of the global batch. CD-1's draws are the first three of CD-k's."""
         draws = StepDraws(self.seed, step, batch_size)
-        return (draws.uniform([self.hidden_units]), draws.uniform([self.visible_units]),
-                draws.uniform([self.hidden_units]))
+        uniforms = [draws.uniform([self.hidden_units])]
+        for _ in range(self.cd_steps):
+            uniforms += [draws.uniform([self.visible_units]), draws.uniform([self.hidden_units])]
+        return tuple(uniforms)
 
     def _variables_and_gradients(self, updates: dict[str, tf.Tensor]) -> list[tuple[tf.Tensor, tf.Variable]]:
         """Pairs (-Δ, variable) so that an SGD step gives θ += η Δ as in Alg. 1, line 11."""
@@ -297,8 +318,8 @@ class RBM(OptimizerSettings, Imputer):
     def train_step(self, data):
         observed, mask = data[0], data[1]
         visible, observed_mask = self._flatten(observed), self._flatten(mask)
-        uniforms = self.cd1_uniforms(tf.shape(visible)[0], self.optimizer.iterations)
-        updates = self.cd1_updates(visible, observed_mask, uniforms)
+        uniforms = self.cd_uniforms(tf.shape(visible)[0], self.optimizer.iterations)
+        updates = self.cd_updates(visible, observed_mask, uniforms)
         self.optimizer.apply_gradients(self._variables_and_gradients(updates))  # summed over replicas
         observed_count = global_sum(updates["observed_count"])
         return {"recon_mse": updates["squared_error"] / tf.maximum(observed_count, 1.0)}
