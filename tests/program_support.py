@@ -39,8 +39,8 @@ def run_here(module_name: str, *args: str, env: dict[str, str] | None = None) ->
     module = importlib.import_module(module_name)
     existing = set(FLAGS)
     stdout, stderr = io.StringIO(), io.StringIO()
-    module.define_flags()
     try:
+        module.define_flags()
         with _environment(env), contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
             try:
                 argv = FLAGS([module_name, *args])

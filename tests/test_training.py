@@ -151,13 +151,13 @@ def test_training_options_are_settings_of_every_single_optimizer_model():
     from zoo_support import tiny_model
 
     for name in ("lmrbm", "rbm", "vae", "realnvp"):
-        assert {"warmup_steps", "decay_steps", "weight_decay"} <= set(registry.get(name).fields), name
-    model = tiny_model("lmrbm", warmup_steps=3, decay_steps=5, weight_decay=0.01)
+        assert {"lr_warmup_steps", "lr_decay_steps", "weight_decay"} <= set(registry.get(name).fields), name
+    model = tiny_model("lmrbm", lr_warmup_steps=3, lr_decay_steps=5, weight_decay=0.01)
     optimizer = model.optimizer
     assert optimizer.weight_decay == 0.01 and float(optimizer.learning_rate) == 0.0  # step 0 of the warm-up
-    assert model.get_config()["decay_steps"] == 5
+    assert model.get_config()["lr_decay_steps"] == 5
     old = {key: value for key, value in model.get_config().items()
-           if key not in ("warmup_steps", "decay_steps", "weight_decay")}  # a config written before them
+           if key not in ("lr_warmup_steps", "lr_decay_steps", "weight_decay")}  # a config written before them
     assert registry.get("lmrbm").cls.upgraded_config(old)["weight_decay"] == 0.0
     with pytest.raises(ValueError, match="weight_decay must be >= 0, got -1"):
         tiny_model("vae", weight_decay=-1)

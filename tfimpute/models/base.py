@@ -114,27 +114,27 @@ class OptimizerSettings:
     """
 
     scales_loss = True
-    SCHEDULE_DEFAULTS = {"warmup_steps": 0, "decay_steps": 0, "weight_decay": 0.0}
+    SCHEDULE_DEFAULTS = {"lr_warmup_steps": 0, "lr_decay_steps": 0, "weight_decay": 0.0}
 
     def __init__(self, *,
-                 warmup_steps: Annotated[int, Setting(
+                 lr_warmup_steps: Annotated[int, Setting(
                      "Steps of linear learning-rate warm-up from 0 (0: none).")] = 0,
-                 decay_steps: Annotated[int, Setting(
+                 lr_decay_steps: Annotated[int, Setting(
                      "Steps of cosine learning-rate decay to 0 after the warm-up (0: none).")] = 0,
                  weight_decay: Annotated[float, Setting(
                      "Decoupled weight decay: every step, weights (not biases) -= lr * weight_decay * "
                      "weights (0: none).")] = 0.0,
                  **kwargs):
-        for name, value in (("warmup_steps", warmup_steps), ("decay_steps", decay_steps),
+        for name, value in (("lr_warmup_steps", lr_warmup_steps), ("lr_decay_steps", lr_decay_steps),
                             ("weight_decay", weight_decay)):
             if value < 0:
                 raise ValueError(f"{name} must be >= 0, got {value}")
         super().__init__(**kwargs)
-        self.warmup_steps, self.decay_steps, self.weight_decay = warmup_steps, decay_steps, weight_decay
+        self.lr_warmup_steps, self.lr_decay_steps, self.weight_decay = lr_warmup_steps, lr_decay_steps, weight_decay
 
     def get_config(self) -> dict:
-        return {**super().get_config(), "warmup_steps": self.warmup_steps, "decay_steps": self.decay_steps,
-                "weight_decay": self.weight_decay}
+        return {**super().get_config(), "lr_warmup_steps": self.lr_warmup_steps,
+                "lr_decay_steps": self.lr_decay_steps, "weight_decay": self.weight_decay}
 
     @classmethod
     def upgraded_config(cls, config: dict) -> dict:
@@ -149,7 +149,7 @@ class OptimizerSettings:
     def default_optimizer(self) -> keras.optimizers.Optimizer:
         scale = precision.loss_scale_factor(self.dtype_policy.name) if self.scales_loss else None
         return make_optimizer(self.optimizer_name, self.learning_rate, self.momentum, scale,
-                              self.warmup_steps, self.decay_steps, self.weight_decay)
+                              self.lr_warmup_steps, self.lr_decay_steps, self.weight_decay)
 
 
 def checked_data_shape(data_shape) -> tuple[int, ...]:

@@ -108,15 +108,16 @@ def settings_of(cls: type) -> dict[str, Field]:
     """The ``Setting``-annotated constructor arguments of ``cls`` (its own and its parents' signature)."""
     fields = {}
     # A constructor that passes **kwargs on (CGAN's) hides its parents' arguments from its own
-    # signature: every constructor in the class's ancestry is read, the nearest one winning.
-    for klass in reversed(cls.__mro__):
+    # signature: every constructor in the class's ancestry is read, the nearest one winning and
+    # coming first (a model's own settings before those of its parents and mixins).
+    for klass in cls.__mro__:
         if "__init__" not in vars(klass):
             continue
         hints = typing.get_type_hints(klass.__init__, include_extras=True)
         for parameter in inspect.signature(klass.__init__).parameters.values():
             setting = next((meta for meta in getattr(hints.get(parameter.name), "__metadata__", ())
                             if isinstance(meta, Setting)), None)
-            if setting is not None:
+            if setting is not None and parameter.name not in fields:
                 fields[parameter.name] = Field(parameter.name, parameter.default, setting.help, setting.choices)
     return fields
 
