@@ -254,15 +254,25 @@ def _free_ports(count: int) -> list[int]:
     return ports
 
 
+def _training_command(workdir, strategy: str, mnist_dir, cluster_timeout: float = 60) -> list[str]:
+    """A tiny LM-RBM run: 32 steps of 8 digits per epoch, two epochs."""
+    return [sys.executable, "-m", "tfimpute.train", "--model=lmrbm", "--hidden_units=8", "--epochs=2",
+            "--train_size=256", "--test_size=32", "--batch_size=8", f"--data_dir={mnist_dir}",
+            f"--strategy={strategy}", f"--cluster_timeout={cluster_timeout}", f"--workdir={workdir}"]
+
+
+def _worker_environment(ports: list[int], index: int) -> dict[str, str]:
+    """The environment of worker ``index`` of a localhost cluster on ``ports``."""
+    tf_config = {"cluster": {"worker": [f"localhost:{port}" for port in ports]}, "task": {"type": "worker", "index": index}}
+    return {**os.environ, "TF_CONFIG": json.dumps(tf_config), "PYTHONUNBUFFERED": "1"}
+
+
 def _lone_worker(tmp_path, mnist_dir, timeout: float) -> tuple[subprocess.Popen, int]:
     """Worker 0 of a two-worker cluster whose worker 1 never starts."""
     ports = _free_ports(2)
-    tf_config = {"cluster": {"worker": [f"localhost:{port}" for port in ports]}, "task": {"type": "worker", "index": 0}}
-    command = [sys.executable, "-m", "tfimpute.train", "--model=lmrbm", "--hidden_units=8", "--epochs=1",
-               "--train_size=64", "--test_size=16", f"--data_dir={mnist_dir}", "--strategy=multi_worker",
-               f"--cluster_timeout={timeout}", f"--workdir={tmp_path / 'run'}"]
+    command = _training_command(tmp_path / "run", "multi_worker", mnist_dir, cluster_timeout=timeout)
     return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True, env={**os.environ, "TF_CONFIG": json.dumps(tf_config), "PYTHONUNBUFFERED": "1"}), ports[1]
+                            start_new_session=True, env=_worker_environment(ports, 0)), ports[1]
 
 
 def test_a_lone_worker_says_whom_it_waits_for_gives_up_in_one_line_and_stops_on_sigterm(mnist_dir, tmp_path):
@@ -284,13 +294,6 @@ def test_a_lone_worker_says_whom_it_waits_for_gives_up_in_one_line_and_stops_on_
     assert "error: worker 0: stopped by SIGTERM while waiting for the cluster" in err and "Traceback" not in err
 
 
-def _training_command(workdir, strategy: str, mnist_dir) -> list[str]:
-    """A tiny LM-RBM run: 32 steps of 8 digits per epoch, two epochs."""
-    return [sys.executable, "-m", "tfimpute.train", "--model=lmrbm", "--hidden_units=8", "--epochs=2",
-            "--train_size=256", "--test_size=32", "--batch_size=8", f"--data_dir={mnist_dir}",
-            f"--strategy={strategy}", "--cluster_timeout=60", f"--workdir={workdir}"]
-
-
 class _Pair:
     """Workers 0 and 1 of a localhost cluster, started with the same command each time; their
     output goes to files that the test polls (bounded in time)."""
@@ -303,14 +306,12 @@ class _Pair:
         self.rounds += 1
         self.workers, self.outputs = [], []
         for index in range(2):
-            tf_config = {"cluster": {"worker": [f"localhost:{port}" for port in self.ports]},
-                         "task": {"type": "worker", "index": index}}
             output = self.logs / f"round{self.rounds}_worker{index}.txt"
             self.outputs.append(output)
             with open(output, "w") as sink:
                 self.workers.append(subprocess.Popen(
                     self.command, stdout=sink, stderr=subprocess.STDOUT, start_new_session=True,
-                    env={**os.environ, "TF_CONFIG": json.dumps(tf_config), "PYTHONUNBUFFERED": "1"}))
+                    env=_worker_environment(self.ports, index)))
 
     def wait_for(self, index: int, text: str, timeout: float = 90) -> None:
         deadline = time.monotonic() + timeout

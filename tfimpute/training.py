@@ -214,20 +214,23 @@ class _HideRunCallsDeprecation(logging.Filter):
 _HIDE_RUN_CALLS_DEPRECATION = _HideRunCallsDeprecation()
 
 
-def preemption_handler(strategy: tf.distribute.Strategy, manager: tf.train.CheckpointManager
-                       ) -> tf.distribute.experimental.PreemptionCheckpointHandler | None:
+def preemption_handler(strategy: tf.distribute.Strategy, manager: tf.train.CheckpointManager,
+                       progress: _Progress) -> tf.distribute.experimental.PreemptionCheckpointHandler | None:
     """Multi-worker runs: TensorFlow's handler of SIGTERM (a scheduler's preemption notice).
 
     The worker that receives SIGTERM agrees a step with the others through the coordination service;
     every worker saves a checkpoint with ``manager`` before that step and then raises
-    :class:`Terminated` (its ``exit_fn``), which :func:`run_training` turns into one line.
+    :class:`Terminated` (its ``exit_fn``) with one line saying where it stopped.
     Other runs return None: the single-device loop treats SIGTERM as Ctrl-C.
     """
     if not distribute.is_multi_worker(strategy):
         return None
 
     def stop_after_saving() -> None:
-        raise Terminated("preempted")
+        raise Terminated(
+            f"preempted: SIGTERM reached a worker, and every worker saved a checkpoint after step "
+            f"{int(progress.step_in_epoch.numpy())} of epoch {int(progress.epoch.numpy()) + 1} "
+            f"({manager.latest_checkpoint}); start every worker again with the same command to resume")
 
     tf.get_logger().addFilter(_HIDE_RUN_CALLS_DEPRECATION)
     with strategy.scope():
@@ -316,7 +319,7 @@ def run_training(model: Imputer, train_data: IncompleteData, test_images: np.nda
         log(f"Checkpoint ({reason}): {path}")
 
     previous_sigterm = _take_sigterm(as_interrupt=save_anytime)
-    preemption = preemption_handler(strategy, manager)
+    preemption = preemption_handler(strategy, manager, progress)
     run_step = train_step if preemption is None else functools.partial(preemption.run, train_step)
     try:
         while model.trainable_imputer and int(progress.epoch.numpy()) < options.epochs:
@@ -365,13 +368,9 @@ def run_training(model: Imputer, train_data: IncompleteData, test_images: np.nda
             progress.step_in_epoch.assign(0)
             save(f"end of epoch {epoch + 1}")
     except Terminated:
-        if preemption is None:
+        if preemption is None:  # else the handler has saved
             save("SIGTERM")
-            raise
-        raise Terminated(
-            f"preempted: SIGTERM reached a worker, and every worker saved a checkpoint after step "
-            f"{int(progress.step_in_epoch.numpy())} of epoch {int(progress.epoch.numpy()) + 1} "
-            f"({manager.latest_checkpoint}); start every worker again with the same command to resume") from None
+        raise
     except KeyboardInterrupt:
         if save_anytime:
             save("interrupted")

@@ -43,7 +43,7 @@ import tensorflow as tf
 from tfimpute import precision, signatures
 from tfimpute.data import MNIST_SHAPE
 from tfimpute.masks import IncompleteData
-from tfimpute.models.registry import Setting
+from tfimpute.models.registry import Setting, settings_of
 from tfimpute.validation import check_images_and_mask
 
 
@@ -114,7 +114,7 @@ class OptimizerSettings:
     """
 
     scales_loss = True
-    SCHEDULE_DEFAULTS = {"lr_warmup_steps": 0, "lr_decay_steps": 0, "weight_decay": 0.0}
+    TRAINING_OPTIONS = ("lr_warmup_steps", "lr_decay_steps", "weight_decay")
 
     def __init__(self, *,
                  lr_warmup_steps: Annotated[int, Setting(
@@ -138,8 +138,9 @@ class OptimizerSettings:
 
     @classmethod
     def upgraded_config(cls, config: dict) -> dict:
-        """Configs written before these options existed trained without them."""
-        return {**cls.SCHEDULE_DEFAULTS, **super().upgraded_config(config)}
+        """Configs written before these options existed trained without them (their defaults)."""
+        defaults = settings_of(cls)
+        return {**{name: defaults[name].default for name in cls.TRAINING_OPTIONS}, **super().upgraded_config(config)}
 
     def set_optimizer_settings(self, optimizer: str, learning_rate: float, momentum: float) -> None:
         """Stores (and checks) the settings :meth:`default_optimizer` builds from."""

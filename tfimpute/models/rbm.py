@@ -161,8 +161,8 @@ class RBM(OptimizerSettings, Imputer):
 
     @classmethod
     def upgraded_config(cls, config: dict) -> dict:
-        """Workdirs written before ``cd_steps`` existed trained with CD-1."""
-        return {"cd_steps": 1, **super().upgraded_config(config)}
+        """Workdirs written before ``cd_steps`` existed trained with CD-1 (its default)."""
+        return {"cd_steps": settings_of(cls)["cd_steps"].default, **super().upgraded_config(config)}
 
     @classmethod
     def settings_for_data(cls, settings: dict, train_data: IncompleteData) -> dict:
