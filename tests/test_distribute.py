@@ -25,7 +25,7 @@ from zoo_support import tiny_model
 from tfimpute import distribute, masks, training
 from tfimpute.errors import InvalidInputError
 from tfimpute.models.replicas import StepDraws, replica_mean
-from tfimpute.training import TrainingOptions, run_training
+from tfimpute.training import ArrayTestSplit, TrainingOptions, run_training
 
 RTOL, ATOL = 1e-4, 1e-6
 
@@ -140,7 +140,7 @@ def test_training_loop_resumes_a_mirrored_run_on_one_device(mirrored, tmp_path):
     def fit(strategy, workdir, epochs):
         with strategy.scope():
             model = tiny_model("lmrbm")
-        run_training(model, data, test.observed, test.mask, str(workdir),
+        run_training(model, data, ArrayTestSplit(test.observed, test.mask), str(workdir),
                      TrainingOptions(**{**options.__dict__, "epochs": epochs}), {}, strategy=strategy)
         return model
 
@@ -162,7 +162,7 @@ def test_last_batch_smaller_than_the_replica_count_is_left_out(mirrored):
 def test_models_built_outside_the_strategy_scope_are_refused(mirrored, tmp_path):
     data = digits(7)
     with pytest.raises(InvalidInputError, match="strategy.scope"):
-        run_training(tiny_model("lmrbm"), data, data.observed, data.mask, str(tmp_path),
+        run_training(tiny_model("lmrbm"), data, ArrayTestSplit(data.observed, data.mask), str(tmp_path),
                      TrainingOptions(epochs=1, batch_size=7), {}, strategy=mirrored)
 
 

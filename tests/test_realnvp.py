@@ -12,7 +12,7 @@ import tensorflow_probability as tfp
 from tfimpute import masks, workdir
 from tfimpute.models.realnvp import RealNVP, checkerboard_permutation
 from tfimpute.models.replicas import StepDraws
-from tfimpute.training import TrainingOptions, run_training
+from tfimpute.training import ArrayTestSplit, TrainingOptions, run_training
 from zoo_support import tiny_model
 
 tfb = tfp.bijectors
@@ -138,7 +138,7 @@ def test_training_ignores_missing_values_and_checkpoints_every_variable(tmp_path
         model = RealNVP(coupling_layers=2, coupling_hidden_units=8, coupling_hidden_layers=1, flow_impute_steps=2,
                         flow_train_fill_steps=2, seed=1)
         model.compile(optimizer=keras.optimizers.Adam(1e-3))
-        run_training(model, train_data, images[32:], mask[32:], str(tmp_path / name), OPTIONS, {})
+        run_training(model, train_data, ArrayTestSplit(images[32:], mask[32:]), str(tmp_path / name), OPTIONS, {})
         models.append(model)
     for a, b in zip(models[0].get_weights(), models[1].get_weights()):
         np.testing.assert_array_equal(a, b)

@@ -10,7 +10,7 @@ import pytest
 from tfimpute import masks, training
 from tfimpute.models.dcgan import DCGAN
 from tfimpute.models.rbm import RBM
-from tfimpute.training import TrainingOptions, run_training
+from tfimpute.training import ArrayTestSplit, TrainingOptions, run_training
 
 OPTIONS = TrainingOptions(epochs=2, batch_size=16, seed=0, eval_size=20, grid_size=4)
 
@@ -32,7 +32,7 @@ def new_model():
 def train(workdir, images, mask, options=OPTIONS, model=None, log=print):
     model = model or new_model()
     data = masks.make_incomplete(images[:50], mask[:50])
-    result = run_training(model, data, images[50:], mask[50:], str(workdir), options, {"note": "test"}, log=log)
+    result = run_training(model, data, ArrayTestSplit(images[50:], mask[50:]), str(workdir), options, {"note": "test"}, log=log)
     return model, result
 
 
@@ -44,7 +44,7 @@ def test_training_is_unchanged_when_missing_pixels_are_altered(digits, tmp_path)
     unzeroed = masks.IncompleteData(observed=altered[:50], mask=mask[:50])
     original, changed = new_model(), new_model()
     for model, data in ((original, zeroed), (changed, unzeroed)):
-        run_training(model, data, images[50:], mask[50:], str(tmp_path / str(id(data))), OPTIONS, {})
+        run_training(model, data, ArrayTestSplit(images[50:], mask[50:]), str(tmp_path / str(id(data))), OPTIONS, {})
     for a, b in zip(original.get_weights(), changed.get_weights()):
         np.testing.assert_array_equal(a, b)
 

@@ -13,7 +13,7 @@ from tfimpute import experiment, masks, workdir
 from tfimpute.data import Mnist
 from tfimpute.models import registry
 from tfimpute.models.vae import VAE, gaussian_kl
-from tfimpute.training import TrainingOptions, run_training
+from tfimpute.training import ArrayTestSplit, TrainingOptions, run_training
 from zoo_support import tiny_model
 
 OPTIONS = TrainingOptions(epochs=2, batch_size=16, seed=0, eval_size=20, grid_size=4)
@@ -153,7 +153,7 @@ def test_training_ignores_missing_values_and_writes_curves_samples_and_manifold(
     for name, train_data in (("a", zeroed), ("b", altered)):
         model = VAE(latent_dim=2, vae_hidden_units=[8], vae_impute_samples=3, seed=1)
         model.compile(optimizer=keras.optimizers.Adam(1e-2))
-        run_training(model, train_data, images[50:], mask[50:], str(tmp_path / name), OPTIONS, {})
+        run_training(model, train_data, ArrayTestSplit(images[50:], mask[50:]), str(tmp_path / name), OPTIONS, {})
         models.append(model)
     for a, b in zip(models[0].get_weights(), models[1].get_weights()):
         np.testing.assert_array_equal(a, b)

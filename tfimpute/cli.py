@@ -114,14 +114,15 @@ def dataset_options() -> dict[str, Any]:
     return options
 
 
-def load_dataset(options: dict[str, Any], train_size: int | None, test_size: int | None) -> datasets.Dataset:
-    """The dataset of ``options`` (see :func:`dataset_options`)."""
+def load_dataset(options: dict[str, Any], train_size: int | None, test_size: int | None,
+                 stream: str = "never") -> datasets.Dataset | datasets.StreamedDataset:
+    """The dataset of ``options`` (see :func:`dataset_options`); ``stream``: see :func:`tfimpute.datasets.load_dataset`."""
     image_size = options.get("image_size")
     return datasets.load_dataset(
         options.get("dataset", datasets.MNIST), data_dir=FLAGS.data_dir, train_size=train_size, test_size=test_size,
         test_fraction=options.get("test_fraction", 0.1), split_seed=options.get("split_seed", 0),
         label_column=options.get("label_column"), categorical_columns=tuple(options.get("categorical_columns", ())),
-        image_size=datasets.parse_image_size(image_size) if image_size else None)
+        image_size=datasets.parse_image_size(image_size) if image_size else None, stream=stream)
 
 
 TRAINING_FLAGS = ("batch_size", "seed")  # the training loop's; ``seed`` also seeds the models

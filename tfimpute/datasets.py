@@ -267,6 +267,47 @@ class Dataset:
         return bool(self.train_mask.min(initial=1.0) < 1.0 or self.test_mask.min(initial=1.0) < 1.0)
 
 
+@dataclasses.dataclass(frozen=True, eq=False)
+class StreamedDataset:
+    """A dataset whose splits are read through ``tf.data`` when needed, never held as float32 arrays
+    (:mod:`tfimpute.streaming`): ``train_examples()`` / ``test_examples()`` give (image uint8
+    [H, W, C], label int64, −1 when unknown) in the split's stored order. Its images are complete."""
+
+    name: str
+    codec: Codec
+    train_size: int
+    test_size: int
+    train_examples: Callable[[], Any]
+    test_examples: Callable[[], Any]
+    labelled: bool
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return self.codec.shape
+
+    @property
+    def is_image(self) -> bool:
+        return True
+
+    @property
+    def has_own_holes(self) -> bool:
+        return False
+
+
+def float32_bytes(count: int, shape: Sequence[int]) -> int:
+    """Bytes of ``count`` examples of ``shape`` as float32."""
+    return 4 * count * math.prod(shape)
+
+
+def memory_bytes() -> int:
+    """This machine's physical memory."""
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+STREAM_CHOICES = ("auto", "always", "never")
+STREAM_AUTO_SHARE = 0.25  # --stream=auto streams a split whose float32 copy would exceed this share of memory
+
+
 class _Split(NamedTuple):
     """Examples with NaN at missing entries, and their labels."""
 
@@ -334,7 +375,7 @@ def as_dataset(dataset: Dataset | data.Mnist) -> Dataset:
 
 
 def _load_tfds(name: str, data_dir: str | None, train_size: int | None, test_size: int | None,
-               test_fraction: float, split_seed: int) -> Dataset:
+               test_fraction: float, split_seed: int, stream: str) -> Dataset | StreamedDataset:
     source = f"tfds:{name}"
     try:
         import tensorflow_datasets as tfds
@@ -368,6 +409,13 @@ def _load_tfds(name: str, data_dir: str | None, train_size: int | None, test_siz
         values = np.concatenate(images)[:count].astype(np.float32) / 255.0
         return _Split(values, np.concatenate(labels)[:count].astype(np.int64) if label is not None else None)
 
+    label_names = label.names if label is not None else ()
+    total = splits["train"].num_examples
+    streams = stream == "always" or (
+        stream == "auto" and float32_bytes(train_size or total, image.shape) > STREAM_AUTO_SHARE * memory_bytes())
+    if streams:
+        return _streamed_tfds(source, builder, image_key, label is not None, image.shape, label_names,
+                              train_size, test_size, test_fraction, "test" in splits)
     if "test" in splits:
         num_train = _count(splits["train"].num_examples, train_size, "train", source)
         num_test = _count(splits["test"].num_examples, test_size, "test", source)
@@ -377,7 +425,40 @@ def _load_tfds(name: str, data_dir: str | None, train_size: int | None, test_siz
         train_index, test_index = _split_indices(source, len(whole.values), train_size, test_size,
                                                  test_fraction, split_seed)
         train, test = whole.take(train_index), whole.take(test_index)
-    return _image_dataset(source, train, test, label.names if label is not None else ())
+    return _image_dataset(source, train, test, label_names)
+
+
+def _streamed_tfds(source: str, builder: Any, image_key: str, labelled: bool, shape: tuple[int, ...],
+                   label_names: Sequence[str], train_size: int | None, test_size: int | None,
+                   test_fraction: float, has_test_split: bool) -> StreamedDataset:
+    """``builder``'s splits as a :class:`StreamedDataset`. Without a test split, the first
+    ``test_fraction`` of 'train' (TFDS's percent slicing: stored order, not a random draw) is held out."""
+    splits = builder.info.splits
+    if has_test_split:
+        train_split, test_split = "train", "test"
+        available_train, available_test = splits["train"].num_examples, splits["test"].num_examples
+    else:
+        percent = min(99, max(1, int(round(100 * test_fraction))))
+        train_split, test_split = f"train[{percent}%:]", f"train[:{percent}%]"
+        available_train, available_test = splits[train_split].num_examples, splits[test_split].num_examples
+
+    def examples(split: str) -> Callable[[], Any]:
+        def read() -> Any:
+            import tensorflow as tf
+
+            try:
+                stored = builder.as_dataset(split=split, shuffle_files=False)
+            except Exception as exc:  # TFDS raises many types
+                raise DataError(f"{source}: could not read split {split!r} ({_one_line(exc)})") from None
+            return stored.map(lambda features: (
+                features[image_key],
+                features["label"] if labelled else tf.constant(-1, tf.int64)))
+        return read
+
+    return StreamedDataset(source, _image_codec(shape, label_names),
+                           _count(available_train, train_size, "train", source),
+                           _count(available_test, test_size, "test", source),
+                           examples(train_split), examples(test_split), labelled)
 
 
 def _one_line(exc: BaseException) -> str:
@@ -676,13 +757,19 @@ def parse_image_size(text: str) -> tuple[int, int]:
 def load_dataset(spec: str = MNIST, *, data_dir: str | None = None, train_size: int | None = None,
                  test_size: int | None = None, test_fraction: float = 0.1, split_seed: int = 0,
                  label_column: str | None = None, categorical_columns: Sequence[str] = (),
-                 image_size: tuple[int, int] | None = None) -> Dataset:
+                 image_size: tuple[int, int] | None = None, stream: str = "never") -> Dataset | StreamedDataset:
     """Loads ``spec`` (mnist, tfds:NAME, npz:PATH, csv:PATH or images:DIR) as a :class:`Dataset`.
 
     ``data_dir`` is MNIST's IDX directory, or TFDS's data directory for tfds: specs. Sources without
     a test split of their own hold out a ``split_seed``-seeded ``test_fraction``; ``train_size`` and
-    ``test_size`` keep the first examples of each split.
+    ``test_size`` keep the first examples of each split. ``stream`` (tfds: specs only): ``always``
+    gives a :class:`StreamedDataset`, ``auto`` does so when the float32 training split would take
+    more than :data:`STREAM_AUTO_SHARE` of this machine's memory, ``never`` reads it into memory.
     """
+    if stream not in STREAM_CHOICES:
+        raise InvalidInputError(f"stream must be one of {', '.join(STREAM_CHOICES)}, got {stream!r}")
+    if stream == "always" and not spec.startswith("tfds:"):
+        raise InvalidInputError(f"--stream=always applies to tfds: datasets; {spec} is read into memory")
     prefix, _, target = spec.partition(":")
     if spec != MNIST and (prefix not in ("tfds", "npz", "csv", "images") or not target):
         raise DataError(f"unknown dataset {spec!r}; expected {SPEC_FORMS}")
@@ -701,7 +788,7 @@ def load_dataset(spec: str = MNIST, *, data_dir: str | None = None, train_size: 
         train_size = data.PAPER_TRAIN_SIZE if train_size is None else train_size
         return as_dataset(data.load_mnist(data_dir, train_size, test_size))
     if prefix == "tfds":
-        return _load_tfds(target, data_dir, train_size, test_size, test_fraction, split_seed)
+        return _load_tfds(target, data_dir, train_size, test_size, test_fraction, split_seed, stream)
     if prefix == "npz":
         return _load_npz(target, train_size, test_size, test_fraction, split_seed)
     if prefix == "csv":

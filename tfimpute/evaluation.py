@@ -266,8 +266,10 @@ def evaluate_cell(cell: Cell, model: Imputer, config: dict[str, Any], dataset: D
     grid: dict[str, np.ndarray] = {}
     for repeat, seed in enumerate(settings.test_mask_seeds):
         started = time.perf_counter()
-        mask = test_mask(cell_data, {**data, "missingness": cell.missingness, "missing_rate": cell.missing_rate},
-                         seed)
+        # Every method of a table is scored under the same test masks, however it was trained
+        # (a streamed run's training masks are drawn per example: "masks" in its data).
+        mask = test_mask(cell_data, {**data, "missingness": cell.missingness, "missing_rate": cell.missing_rate,
+                                     "masks": None}, seed)
         test_observed = np.clip(test_x, 0.0, 1.0) * mask  # held-out table rows may leave [0, 1]
         imputed = model.impute(test_observed, mask, seed=repeat)
         figures["rmse"].append(metrics.missing_rmse(test_x, imputed, mask, own_test))

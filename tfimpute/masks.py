@@ -50,6 +50,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import warnings
+from typing import Protocol
 
 import numpy as np
 from scipy import optimize, special
@@ -226,9 +227,30 @@ def realised_missing_fraction(mask: np.ndarray) -> float:
     return float(1.0 - np.mean(mask))
 
 
+class TrainingExamples(Protocol):
+    """What a model reads of its incomplete training data before training (``prepare``,
+    ``settings_for_data``): :class:`IncompleteData` in memory, or a streamed split
+    (:class:`tfimpute.streaming.StreamedData`, which computes it in one pass)."""
+
+    @property
+    def shape(self) -> tuple[int, ...]: ...
+
+    def __len__(self) -> int: ...
+
+    def observed_fraction(self) -> np.ndarray: ...
+
+    def missing_fraction(self) -> float: ...
+
+    def label_count(self) -> int | None: ...
+
+    def observed_pixel_means(self) -> np.ndarray: ...
+
+
 @dataclasses.dataclass(frozen=True)
 class IncompleteData:
     """What a model may see: observed pixels (missing ones zeroed), the mask and the labels.
+
+    Models read it through :class:`TrainingExamples` only.
 
     The true values of missing pixels are discarded here, so they cannot reach a model.
     Labels are complete (only pixels go missing); class-conditional models (CGAN) use them,
@@ -247,6 +269,24 @@ class IncompleteData:
 
     def __len__(self) -> int:
         return len(self.mask)
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """One example's shape."""
+        return tuple(self.mask.shape[1:])
+
+    def observed_fraction(self) -> np.ndarray:
+        """Per entry, the fraction of examples that observe it, float64 [*shape]."""
+        return self.mask.astype(np.float64).mean(axis=0)
+
+    def missing_fraction(self) -> float:
+        """The fraction of all entries that the masks hide."""
+        return realised_missing_fraction(self.mask)
+
+    def label_count(self) -> int | None:
+        """One more than the largest label when every label is known; None otherwise."""
+        labels = self.label_array()
+        return None if len(labels) == 0 or np.any(labels < 0) else int(labels.max()) + 1
 
     def observed_pixel_means(self) -> np.ndarray:
         """Each entry's mean over the examples where it is observed, float64 [*shape].

@@ -49,7 +49,12 @@ def missing_rmse(true_images: np.ndarray, imputed: np.ndarray, mask: np.ndarray,
     This is the reading of Table 1 under which mean imputation gives the same
     RMSE (0.257) at every independent-missingness rate.
     """
-    per_image = per_image_missing_rmse(true_images, imputed, mask, data_mask)
+    return mean_missing_rmse(per_image_missing_rmse(true_images, imputed, mask, data_mask))
+
+
+def mean_missing_rmse(per_image: np.ndarray) -> float:
+    """:func:`missing_rmse` from the per-example values of :func:`per_image_missing_rmse` (gathered in
+    chunks for a split that is not in memory): their mean over the examples with a scored entry."""
     per_image = per_image[np.isfinite(per_image)]
     if per_image.size == 0:
         raise InvalidInputError("no example has a missing entry with a known value; the RMSE over them is undefined")

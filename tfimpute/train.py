@@ -52,16 +52,26 @@ def define_flags() -> None:
                         "'Training on several devices'); --batch_size is the global batch.")
     flags.DEFINE_integer("cpu_replicas", 0, "With --strategy=mirrored: split the CPU into this many "
                          "logical devices and mirror over them (0: off).")
+    flags.DEFINE_enum("stream", "auto", list(datasets.STREAM_CHOICES),
+                      "tfds: datasets: read the splits through tf.data instead of into memory (see README "
+                      "'Datasets larger than memory'); auto streams when the float32 training split would "
+                      "take more than a quarter of this machine's memory.")
     flags.DEFINE_float("cluster_timeout", 300.0, "With --strategy=multi_worker: seconds to wait for the other "
                        "workers of TF_CONFIG's cluster before giving up.")
 
 
-def data_settings(dataset: datasets.Dataset) -> dict[str, Any]:
+def data_settings(dataset: datasets.Dataset | datasets.StreamedDataset) -> dict[str, Any]:
     """The ``data`` section of the workdir's config: dataset, sizes and synthetic missingness."""
     settings = cli.dataset_options()
-    settings.update({"train_size": len(dataset.train_x), "test_size": len(dataset.test_x),
+    streamed = isinstance(dataset, datasets.StreamedDataset)
+    settings.update({"train_size": dataset.train_size if streamed else len(dataset.train_x),
+                     "test_size": dataset.test_size if streamed else len(dataset.test_x),
                      "missingness": FLAGS.missingness, "missing_rate": FLAGS.missing_rate,
                      "mask_seed": FLAGS.mask_seed, "num_patches": FLAGS.num_patches})
+    if streamed:
+        print(f"{FLAGS.dataset}: streaming {dataset.train_size} training and {dataset.test_size} test examples "
+              "through tf.data; masks are drawn per example")
+        settings["masks"] = experiment.PER_EXAMPLE_MASKS
     # Recorded only when set, so that workdirs written before these options existed still resume.
     settings.update({name: True for name in ("binarize",) if FLAGS[name].value})
     if trains_on_own_holes_only(dataset):
@@ -110,7 +120,8 @@ def main(argv: list[str]) -> None:
         raise InvalidInputError("--workdir is required")
     if FLAGS.epochs < 0 or FLAGS.batch_size < 1:
         raise InvalidInputError("--epochs must be >= 0 and --batch_size >= 1")
-    dataset = cli.load_dataset(cli.dataset_options(), FLAGS.train_size, FLAGS.test_size)
+    stream = "never" if FLAGS.model == classifier.MODEL_NAME else FLAGS.stream
+    dataset = cli.load_dataset(cli.dataset_options(), FLAGS.train_size, FLAGS.test_size, stream)
     if FLAGS.model == classifier.MODEL_NAME:
         if FLAGS.epochs < 1:
             raise InvalidInputError(f"--model={classifier.MODEL_NAME} needs --epochs >= 1")

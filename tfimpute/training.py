@@ -30,18 +30,19 @@ import signal
 import sys
 import threading
 import time
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Iterator
 
 import keras
 import numpy as np
 import tensorflow as tf
 
-from tfimpute import distribute, metrics, visualize
+from tfimpute import distribute, masks, metrics, visualize
 from tfimpute.callbacks import default_callbacks
 from tfimpute.errors import ClusterError, InvalidInputError, Terminated, WorkdirError
 from tfimpute.files import write_json_atomically
 from tfimpute.masks import IncompleteData
 from tfimpute.models.base import Imputer
+from tfimpute.streaming import StreamedData, StreamedTestSplit
 
 
 @dataclasses.dataclass(frozen=True)
@@ -56,12 +57,44 @@ class TrainingOptions:
     dtype_policy: str = "float32"  # the Keras dtype policy the model is built under (tfimpute.precision)
 
 
-def epoch_batches(data: IncompleteData, batch_size: int, seed: int, epoch: int,
+TrainingData = IncompleteData | StreamedData  # in memory, or read through tf.data (tfimpute.streaming)
+
+
+@dataclasses.dataclass(frozen=True)
+class ArrayTestSplit:
+    """Test examples in memory: true values, the masks they are imputed under, and the data's own
+    masks (None: complete). :class:`tfimpute.streaming.StreamedTestSplit` reads them in chunks instead."""
+
+    images: np.ndarray
+    mask: np.ndarray
+    data_mask: np.ndarray | None = None
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def head(self, count: int) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        return (self.images[:count], self.mask[:count],
+                None if self.data_mask is None else self.data_mask[:count])
+
+    def missing_fraction(self) -> float:
+        return masks.realised_missing_fraction(self.mask)
+
+    def chunks(self) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray | None]]:
+        """One chunk: the whole split."""
+        yield self.images, self.mask, self.data_mask
+
+
+TestData = ArrayTestSplit | StreamedTestSplit
+
+
+def epoch_batches(data: TrainingData, batch_size: int, seed: int, epoch: int,
                   skip_batches: int = 0) -> tf.data.Dataset:
     """Batches (observed, mask, labels) of one epoch; the order depends only on (seed, epoch).
 
     Labels are int32, −1 when unknown; only class-conditional models read them.
     """
+    if isinstance(data, StreamedData):
+        return data.epoch_batches(batch_size, seed, epoch, skip_batches)
     order = np.random.default_rng([seed, epoch]).permutation(len(data))
     observed, mask = tf.constant(data.observed), tf.constant(data.mask)
     labels = tf.constant(data.label_array())
@@ -79,7 +112,7 @@ def steps_per_epoch(examples: int, batch_size: int, replicas: int = 1) -> int:
     return steps + (tail >= replicas)
 
 
-def distributed_epoch(strategy: tf.distribute.Strategy, data: IncompleteData, batch_size: int, seed: int,
+def distributed_epoch(strategy: tf.distribute.Strategy, data: TrainingData, batch_size: int, seed: int,
                       epoch: int, skip_batches: int = 0) -> Iterable:
     """:func:`epoch_batches` split across ``strategy``'s replicas.
 
@@ -132,6 +165,12 @@ def check_created_in_scope(model: Imputer, strategy: tf.distribute.Strategy) -> 
     if not all(strategy.extended.variable_created_in_scope(getattr(v, "value", v)) for v in variables):
         raise InvalidInputError("the model and its optimizer must be created in strategy.scope() "
                                 "of the strategy it trains under")
+
+
+def model_inputs(values: np.ndarray) -> np.ndarray:
+    """Test values as a model takes them: scaled table rows may leave the training rows' [0, 1], and
+    the model gets them clipped (the RMSE is against the values as they are)."""
+    return np.clip(values, 0.0, 1.0)
 
 
 def imputation_grid(model: Imputer, images: np.ndarray, mask: np.ndarray) -> np.ndarray:
@@ -239,19 +278,17 @@ def preemption_handler(strategy: tf.distribute.Strategy, manager: tf.train.Check
             termination_config=tf.distribute.experimental.TerminationConfig(exit_fn=stop_after_saving))
 
 
-def run_training(model: Imputer, train_data: IncompleteData, test_images: np.ndarray,
-                 test_mask: np.ndarray, workdir: str, options: TrainingOptions,
-                 run_info: dict[str, Any], log: Callable[[str], None] = print,
+def run_training(model: Imputer, train_data: TrainingData, test_data: TestData, workdir: str,
+                 options: TrainingOptions, run_info: dict[str, Any], log: Callable[[str], None] = print,
                  strategy: tf.distribute.Strategy | None = None,
-                 callbacks: Iterable[keras.callbacks.Callback] = (),
-                 test_data_mask: np.ndarray | None = None, reevaluate: bool = False) -> dict[str, Any]:
+                 callbacks: Iterable[keras.callbacks.Callback] = (), reevaluate: bool = False) -> dict[str, Any]:
     """Trains (or resumes) ``model`` in ``workdir``; writes and returns ``metrics.json``'s content.
 
     A workdir that already holds ``options.epochs`` finished epochs and its ``metrics.json`` is
     left as it is (its metrics are returned) unless ``reevaluate``.
 
-    The test RMSE is over the entries ``test_mask`` hides that the data observed
-    (``test_data_mask``, 1 = observed; None: the test data are complete).
+    The test RMSE is over the entries ``test_data``'s masks hide that the data observed (its
+    ``data_mask``, 1 = observed; None: the test data are complete).
 
     ``model`` must be compiled. ``strategy`` (default: the current one) must be the strategy
     whose scope the model and its optimizer(s) were created in. ``callbacks`` run after every
@@ -289,13 +326,11 @@ def run_training(model: Imputer, train_data: IncompleteData, test_images: np.nda
     train_writer = tf.summary.create_file_writer(os.path.join(workdir, "tensorboard", "train"))
     test_writer = tf.summary.create_file_writer(os.path.join(workdir, "tensorboard", "test"))
     eval_size = min(options.eval_size, model.epoch_eval_limit or options.eval_size)
-    # Scaled table rows may leave the training rows' [0, 1]: the model gets them clipped, the
-    # RMSE is against the values as they are.
-    test_inputs = np.clip(test_images, 0.0, 1.0)
-    eval_inputs = test_inputs[:eval_size]
-    eval_images, eval_mask = test_images[:eval_size], test_mask[:eval_size]
-    eval_data_mask = None if test_data_mask is None else test_data_mask[:eval_size]
-    grid_images, grid_mask = test_images[:options.grid_size], test_mask[:options.grid_size]
+    eval_images, eval_mask, eval_data_mask = test_data.head(max(eval_size, options.grid_size))
+    grid_images, grid_mask = eval_images[:options.grid_size], eval_mask[:options.grid_size]
+    eval_images, eval_mask = eval_images[:eval_size], eval_mask[:eval_size]
+    eval_data_mask = None if eval_data_mask is None else eval_data_mask[:eval_size]
+    eval_inputs = model_inputs(eval_images)
     epoch_callbacks = default_callbacks(model, workdir, eval_images, eval_mask) + list(callbacks)
     for callback in epoch_callbacks:
         callback.set_model(model)
@@ -389,16 +424,19 @@ def run_training(model: Imputer, train_data: IncompleteData, test_images: np.nda
     # would wait forever on a cluster that lost a worker.
     del preemption
 
-    imputed = model.impute(test_inputs * test_mask, test_mask)
+    per_example = []  # the RMSE of each test example, a chunk of the split at a time
+    for chunk, (images, mask, data_mask) in enumerate(test_data.chunks()):
+        imputed = model.impute(model_inputs(images) * mask, mask, seed=chunk)
+        per_example.append(metrics.per_image_missing_rmse(images, imputed, mask, data_mask))
     if model.is_image_model:
         visualize.save_png(imputation_grid(model, grid_images, grid_mask),
                            os.path.join(workdir, "imputations.png"))
     result = dict(run_info)
     result.update({
-        "test_rmse": metrics.missing_rmse(test_images, imputed, test_mask, test_data_mask),
+        "test_rmse": metrics.mean_missing_rmse(np.concatenate(per_example)),
         "epochs": int(progress.epoch.numpy()) if model.trainable_imputer else 0,
         "train_seconds": round(float(progress.train_seconds.numpy()), 2),
-        "test_size": int(len(test_images)),
+        "test_size": len(test_data),
     })
     write_json_atomically(metrics_path, result)
     return result

@@ -42,7 +42,7 @@ import tensorflow as tf
 
 from tfimpute import precision, signatures
 from tfimpute.data import MNIST_SHAPE
-from tfimpute.masks import IncompleteData
+from tfimpute.masks import TrainingExamples
 from tfimpute.models.registry import Setting, settings_of
 from tfimpute.validation import check_images_and_mask
 
@@ -224,7 +224,7 @@ class Imputer(keras.Model):
         return cls(**cls.upgraded_config(config))
 
     @classmethod
-    def settings_for_data(cls, settings: dict, train_data: IncompleteData) -> dict:
+    def settings_for_data(cls, settings: dict, train_data: TrainingExamples) -> dict:
         """Settings that depend on the training data resolved before the model is built (default: none)."""
         return settings
 
@@ -262,7 +262,7 @@ class Imputer(keras.Model):
         """Counts train_step calls; the x-axis of training summaries."""
         return self.optimizer.iterations
 
-    def prepare(self, train_data: IncompleteData) -> None:
+    def prepare(self, train_data: TrainingExamples) -> None:
         """Default: nothing to prepare."""
 
     def distributed_train_step(self, strategy: tf.distribute.Strategy, batch) -> dict[str, tf.Tensor]:

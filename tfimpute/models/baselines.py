@@ -30,7 +30,7 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
-from tfimpute.masks import IncompleteData
+from tfimpute.masks import TrainingExamples
 from tfimpute.models.base import Imputer, keep_observed
 from tfimpute.models.registry import register_model
 
@@ -62,7 +62,7 @@ class MeanImputer(Imputer):
                                            trainable=False, name="pixel_means")
         self.built = True
 
-    def prepare(self, train_data: IncompleteData) -> None:
+    def prepare(self, train_data: TrainingExamples) -> None:
         """Sets the per-pixel observed means from the incomplete training data."""
         self.pixel_means.assign(train_data.observed_pixel_means().astype(np.float32))
 

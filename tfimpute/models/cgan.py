@@ -17,7 +17,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfimpute import signatures, visualize
-from tfimpute.masks import IncompleteData
+from tfimpute.masks import TrainingExamples
 from tfimpute.models.capabilities import EpochImage
 from tfimpute.models.dcgan import DCGAN, check_labels_known
 from tfimpute.models.registry import register_model
@@ -47,12 +47,12 @@ class CGAN(DCGAN):
         return {"num_classes": MNIST_CLASSES, **super().upgraded_config(config)}
 
     @classmethod
-    def settings_for_data(cls, settings: dict, train_data: IncompleteData) -> dict:
+    def settings_for_data(cls, settings: dict, train_data: TrainingExamples) -> dict:
         """``num_classes``: one more than the largest training label (the labels must be known)."""
         check_labels_known(train_data, "cgan")
-        return {**settings, "num_classes": int(train_data.labels.max()) + 1}
+        return {**settings, "num_classes": train_data.label_count()}
 
-    def prepare(self, train_data: IncompleteData) -> None:
+    def prepare(self, train_data: TrainingExamples) -> None:
         check_labels_known(train_data, self.name)
         super().prepare(train_data)
 

@@ -43,7 +43,7 @@ import tensorflow as tf
 
 from tfimpute import precision, signatures, visualize
 from tfimpute.errors import InvalidInputError
-from tfimpute.masks import IncompleteData
+from tfimpute.masks import TrainingExamples
 from tfimpute.models import gan
 from tfimpute.models.base import Imputer, keep_observed
 from tfimpute.models.capabilities import EpochImage
@@ -190,8 +190,8 @@ class DCGAN(Imputer):
     def training_step_counter(self) -> tf.Variable:
         return self.discriminator_optimizer.iterations
 
-    def prepare(self, train_data: IncompleteData) -> None:
-        self.trained_on_incomplete.assign(float(np.any(train_data.mask < 1.0)))
+    def prepare(self, train_data: TrainingExamples) -> None:
+        self.trained_on_incomplete.assign(float(train_data.missing_fraction() > 0.0))
 
     # -- the networks as functions ------------------------------------------------------------
 
@@ -508,7 +508,7 @@ def random_masks(draws: StepDraws, data_shape: tuple[int, int, int]) -> tf.Tenso
     return tf.tile(tf.cast(observed, tf.float32)[..., None], [1, 1, 1, channels])
 
 
-def check_labels_known(train_data: IncompleteData, model_name: str) -> None:
+def check_labels_known(train_data: TrainingExamples, model_name: str) -> None:
     """Class-conditional training needs every example's label."""
-    if train_data.labels is None or np.any(train_data.label_array() < 0):
+    if train_data.label_count() is None:
         raise InvalidInputError(f"--model={model_name} needs the labels of the training data (csv: --label_column; images: one sub-folder per class; npz: y)")

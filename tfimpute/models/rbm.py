@@ -48,8 +48,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tfimpute import masks, signatures
-from tfimpute.masks import IncompleteData
+from tfimpute import signatures
+from tfimpute.masks import TrainingExamples
 from tfimpute.models.base import OPTIMIZERS, Imputer, OptimizerSettings, keep_observed
 from tfimpute.models.registry import Setting, register_model, settings_of
 from tfimpute.models.replicas import StepDraws, global_sum
@@ -165,14 +165,14 @@ class RBM(OptimizerSettings, Imputer):
         return {"cd_steps": settings_of(cls)["cd_steps"].default, **super().upgraded_config(config)}
 
     @classmethod
-    def settings_for_data(cls, settings: dict, train_data: IncompleteData) -> dict:
+    def settings_for_data(cls, settings: dict, train_data: TrainingExamples) -> dict:
         """Rank 'auto' -> the paper's rule of thumb (Section 3): the expected number of observed
         visible units in the training data, capped at the hidden layer size."""
         if parse_rank(settings.get("rank") or "full") != "auto":
             return settings
         hidden_units = settings.get("hidden_units") or settings_of(cls)["hidden_units"].default
-        visible_units = int(np.prod(train_data.mask.shape[1:]))
-        expected_observed = visible_units * (1.0 - masks.realised_missing_fraction(train_data.mask))
+        visible_units = int(np.prod(train_data.shape))
+        expected_observed = visible_units * (1.0 - train_data.missing_fraction())
         return {**settings, "rank": max(1, min(hidden_units, int(round(expected_observed))))}
 
     def step_flops(self, batch_size: int) -> float:
@@ -221,14 +221,14 @@ class RBM(OptimizerSettings, Imputer):
             return tf.convert_to_tensor(self.kernel)
         return self.product(self.factor_a, self.factor_b)
 
-    def prepare(self, train_data: IncompleteData) -> None:
+    def prepare(self, train_data: TrainingExamples) -> None:
         """Sets λ from the training masks and b from the observed pixel means.
 
         b_i = logit(p_i), p_i the mean of pixel i where it is observed (Hinton's
         practical guide; the paper does not state its initialisation).
         """
         n = self.visible_units
-        self.observed_probability.assign(train_data.mask.reshape(-1, n).mean(axis=0).astype(np.float32))
+        self.observed_probability.assign(train_data.observed_fraction().reshape(n).astype(np.float32))
         means = np.clip(train_data.observed_pixel_means().reshape(n), 1e-3, 1 - 1e-3)
         self.visible_bias.assign(np.log(means / (1 - means)).astype(np.float32))
 
