@@ -120,6 +120,11 @@ def test_a_low_rank_rbm_mirrored_step_equals_the_single_device_step(mirrored):
     check_mirrored_step_equals_single_device_step(mirrored, "rbm", rank=4)
 
 
+def test_pcd_chains_carry_over_on_replicas_as_on_one_device(mirrored):
+    """PCD: every replica continues its own rows' chains, and every copy of the chains gets all rows."""
+    check_mirrored_step_equals_single_device_step(mirrored, "lmrbm", persistent_chains=9)
+
+
 @pytest.mark.parametrize("name", ["lmrbm", "misgan"])
 @pytest.mark.parametrize("writer,reader", [("mirrored", "default"), ("default", "mirrored")])
 def test_checkpoints_restore_across_strategies(name, writer, reader, tmp_path):

@@ -16,15 +16,18 @@ def sigmoid(x):
     return 1.0 / (1.0 + np.exp(-x))
 
 
-def algorithm1_reference(b, c, w, lam, visible, missing, u_h, chain, linearized):
+def algorithm1_reference(b, c, w, lam, visible, missing, u_h, chain, linearized, chain_start=None):
     """Algorithm 1, line by line, one example at a time; m = 1 marks a MISSING unit (paper).
     ``chain``: the (u_v, u_h') draws of lines 4 and 5 for each Gibbs step (one for CD-1; k for
-    CD-k, each step starting from the last hidden sample)."""
+    CD-k, each step starting from the last hidden sample). ``chain_start`` (PCD): each example's
+    persistent hidden state, where lines 4-5 start instead of line 3's sample.
+    Returns Δb, Δc, ΔW and the chains' last hidden samples."""
     delta_b, delta_c, delta_w = np.zeros_like(b), np.zeros_like(c), np.zeros_like(w)
+    ends = []
     for index, (v, m, uh) in enumerate(zip(visible, missing, u_h)):
         b_m = sigmoid(b) * m if linearized else np.zeros_like(b)        # line 3
         h = (uh < sigmoid((v * (1 - m) + b_m) @ w + c)).astype(np.float64)
-        h_neg = h
+        h_neg = h if chain_start is None else chain_start[index]
         for u_v, u_h2 in chain:
             v_neg = (u_v[index] < sigmoid(w @ h_neg + b)).astype(np.float64)                   # line 4
             h_neg = (u_h2[index] < sigmoid((v_neg * (1 - m) + b_m) @ w + c)).astype(np.float64)  # line 5
@@ -34,20 +37,22 @@ def algorithm1_reference(b, c, w, lam, visible, missing, u_h, chain, linearized)
         if linearized:
             delta_b += lam * b_m * (1 - sigmoid(b)) * (w @ (h - h_neg))  # line 8
             delta_w += np.outer(lam * b_m, h - h_neg)                    # line 9
-    return delta_b, delta_c, delta_w
+        ends.append(h_neg)
+    return delta_b, delta_c, delta_w, np.array(ends)
 
 
-def reference_updates(model, v, obs, uniforms, linearized):
+def reference_updates(model, v, obs, uniforms, linearized, chain_start=None):
     """:func:`algorithm1_reference` for ``model``'s parameters and the draws it used."""
     uniforms = [u.numpy().astype(np.float64) for u in uniforms]
     return algorithm1_reference(
         model.visible_bias.numpy().astype(np.float64), model.hidden_bias.numpy().astype(np.float64),
         model.kernel.numpy().astype(np.float64), model.observed_probability.numpy().astype(np.float64),
-        v.astype(np.float64), 1 - obs, uniforms[0], list(zip(uniforms[1::2], uniforms[2::2])), linearized)
+        v.astype(np.float64), 1 - obs, uniforms[0], list(zip(uniforms[1::2], uniforms[2::2])), linearized,
+        chain_start)
 
 
-def make_rbm(linearized, hidden=12, rank=None, seed=0):
-    model = RBM(hidden_units=hidden, linearized=linearized, rank=rank, seed=seed)
+def make_rbm(linearized, hidden=12, rank=None, seed=0, **settings):
+    model = RBM(hidden_units=hidden, linearized=linearized, rank=rank, seed=seed, **settings)
     rng = np.random.default_rng(seed)
     # Non-trivial parameters so that every term of Algorithm 1 matters.
     model.visible_bias.assign(rng.normal(0, 1, 784).astype(np.float32))
@@ -108,6 +113,35 @@ def test_cd_k_updates_match_algorithm1_with_k_gibbs_steps(linearized):
     # Three steps end elsewhere than one: the chain really runs on.
     cd1 = reference_updates(model, v, obs, uniforms[:3], linearized)
     assert np.abs(cd1[2] - expected[2]).max() > 0.5
+
+
+@pytest.mark.parametrize("linearized", [True, False])
+def test_pcd_continues_each_rows_chain_from_the_last_step(linearized):
+    """PCD-2 over two train steps against Algorithm 1 with the chains started from the persistent
+    states: zeros at the first step, the first step's last hidden samples at the second; a batch
+    smaller than the chains continues the first rows' chains and leaves the others."""
+    model = make_rbm(linearized, cd_steps=2, persistent_chains=8)
+    model.compile(optimizer=keras.optimizers.SGD(learning_rate=0.01))
+    observed, mask = batch()
+    v, obs = observed.reshape(-1, 784), mask.reshape(-1, 784)
+    step = tf.function(model.train_step)
+    chains = np.zeros((8, 12))
+    for iteration in range(2):
+        before = [model.visible_bias.numpy(), model.hidden_bias.numpy(), model.kernel.numpy()]
+        uniforms = model.cd_uniforms(6, step=iteration)
+        *expected, ends = reference_updates(model, v, obs, uniforms, linearized, chain_start=chains[:6])
+        from_data = reference_updates(model, v, obs, uniforms, linearized)  # CD-2: the chain from line 3
+        step((tf.constant(observed), tf.constant(mask)))
+        after = [model.visible_bias.numpy(), model.hidden_bias.numpy(), model.kernel.numpy()]
+        for old, new, reference in zip(before, after, expected):
+            np.testing.assert_allclose(new - old, 0.01 * reference, rtol=1e-4, atol=1e-5)
+        chains[:6] = ends
+        np.testing.assert_array_equal(model.chain_hidden.numpy(), chains)
+    assert chains[:6].any() and not chains[6:].any()
+    assert np.abs(from_data[2] - expected[2]).max() > 0.1  # the persistent start matters
+    with pytest.raises(ValueError, match="--persistent_chains=8 is fewer than --batch_size=9"):
+        model.check_batch_size(9)
+    model.check_batch_size(8)
 
 
 def test_weight_decay_shrinks_the_weights_and_leaves_the_biases():

@@ -296,6 +296,10 @@ def run_training(model: Imputer, train_data: TrainingData, test_data: TestData, 
     """
     strategy = strategy or tf.distribute.get_strategy()
     check_created_in_scope(model, strategy)
+    try:
+        model.check_batch_size(options.batch_size)
+    except ValueError as exc:
+        raise InvalidInputError(str(exc)) from None
     os.makedirs(workdir, exist_ok=True)
     with strategy.scope():
         progress = _Progress()

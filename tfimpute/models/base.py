@@ -265,6 +265,9 @@ class Imputer(keras.Model):
     def prepare(self, train_data: TrainingExamples) -> None:
         """Default: nothing to prepare."""
 
+    def check_batch_size(self, batch_size: int) -> None:
+        """Raises ValueError when the model cannot train with global batches of ``batch_size`` (default: it can)."""
+
     def distributed_train_step(self, strategy: tf.distribute.Strategy, batch) -> dict[str, tf.Tensor]:
         """``train_step`` on every replica's slice of ``batch``; logs summed over replicas.
 

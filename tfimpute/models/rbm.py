@@ -20,7 +20,9 @@ Mask convention: the package's ``mask`` is 1 = observed. Algorithm 1's m is
 :meth:`RBM.hidden_probabilities` and nowhere else.
 
 Training is minibatch CD-1 exactly as Algorithm 1 (``cd_steps`` = k > 1: CD-k, lines 4-5 repeated
-k times from the last hidden sample, the positive phase unchanged): the per-example updates are
+k times from the last hidden sample, the positive phase unchanged; ``persistent_chains`` > 0: PCD
+(Tieleman 2008), lines 4-5 continuing each row's chain from the last step's instead of line 3's
+sample, the chain masked by the row's current example): the per-example updates are
 SUMMED over the batch (not averaged) and applied as W += η ΔW through a Keras
 SGD optimizer (gradient = -ΔW), so momentum or another optimizer stays a flag
 away. Optional low-rank W = AB ([5], eq. 14): A and B move along ΔW Bᵀ and
@@ -31,7 +33,8 @@ Under ``tf.distribute`` each replica computes the summed updates of its own rows
 and the Keras optimizer (TensorFlow backend) SUM-all-reduces what
 ``apply_gradients`` receives in replica context before applying it once on every
 copy, so N replicas sharing a global batch B make one device's update for batch B.
-The CD-1 draws are those of the global batch (:class:`tfimpute.models.replicas.StepDraws`).
+The CD-1 draws are those of the global batch (:class:`tfimpute.models.replicas.StepDraws`); PCD's
+chains are one variable, every replica reading its rows and assigning all rows gathered.
 
 Under a mixed dtype policy (:mod:`tfimpute.precision`) every matrix product takes its operands in
 the policy's compute dtype (bfloat16 or float16, accumulated in float32 by the matrix units) and
@@ -52,7 +55,7 @@ from tfimpute import signatures
 from tfimpute.masks import TrainingExamples
 from tfimpute.models.base import OPTIMIZERS, Imputer, OptimizerSettings, keep_observed
 from tfimpute.models.registry import Setting, register_model, settings_of
-from tfimpute.models.replicas import StepDraws, global_sum
+from tfimpute.models.replicas import StepDraws, global_rows_of, global_sum, replica_rows
 
 IMPUTE_MODES = ("mean_field", "sample")
 RANK_HELP = ("RBM weight rank: 'full', 'auto' (expected number of observed pixels, the paper's rule "
@@ -107,6 +110,10 @@ class RBM(OptimizerSettings, Imputer):
                  momentum: Annotated[float, Setting("SGD momentum (paper: none).")] = 0.0,
                  cd_steps: Annotated[int, Setting(
                      "Gibbs steps of the negative phase: 1 is the paper's CD-1, k > 1 CD-k.")] = 1,
+                 persistent_chains: Annotated[int, Setting(
+                     "Persistent CD (Tieleman 2008): this many chains carried from step to step, one per "
+                     "row of the global batch (at least --batch_size); 0: the chain starts from the data "
+                     "(CD-k, the paper's).")] = 0,
                  seed: Annotated[int, Setting("Seed of initialisation, shuffling and training draws.")] = 0,
                  **kwargs):
         super().__init__(**kwargs)
@@ -123,6 +130,8 @@ class RBM(OptimizerSettings, Imputer):
             raise ValueError(f"impute_mode must be one of {IMPUTE_MODES}, got {impute_mode!r}")
         if cd_steps < 1:
             raise ValueError(f"cd_steps must be >= 1, got {cd_steps}")
+        if persistent_chains < 0:
+            raise ValueError(f"persistent_chains must be >= 0, got {persistent_chains}")
         self.hidden_units = hidden_units
         self.visible_units = visible_units
         self.linearized = linearized
@@ -130,6 +139,7 @@ class RBM(OptimizerSettings, Imputer):
         self.impute_mode = impute_mode
         self.set_optimizer_settings(optimizer, learning_rate, momentum)
         self.cd_steps = cd_steps
+        self.persistent_chains = persistent_chains
         self.seed = seed
         n, m = visible_units, hidden_units
         self.visible_bias = self.add_weight(shape=(n,), initializer="zeros", name="visible_bias")
@@ -151,18 +161,31 @@ class RBM(OptimizerSettings, Imputer):
         # λ of Algorithm 1: per-unit probability of being observed in the training data.
         self.observed_probability = self.add_weight(
             shape=(n,), initializer="ones", trainable=False, name="observed_probability")
+        if persistent_chains:
+            # PCD's hidden states, row i continuing the chain of row i of the global batch; zeros at
+            # the start (as scikit-learn's BernoulliRBM). Every replica assigns the same gathered value.
+            self.chain_hidden = self.add_weight(shape=(persistent_chains, m), initializer="zeros",
+                                                trainable=False, aggregation="only_first_replica",
+                                                name="chain_hidden")
         self.built = True
 
     def get_config(self) -> dict:
         return {**super().get_config(), "hidden_units": self.hidden_units, "linearized": self.linearized, "rank": self.rank,
                 "impute_mode": self.impute_mode, "optimizer": self.optimizer_name,
                 "learning_rate": self.learning_rate, "momentum": self.momentum, "cd_steps": self.cd_steps,
-                "seed": self.seed}
+                "persistent_chains": self.persistent_chains, "seed": self.seed}
 
     @classmethod
     def upgraded_config(cls, config: dict) -> dict:
-        """Workdirs written before ``cd_steps`` existed trained with CD-1 (its default)."""
-        return {"cd_steps": settings_of(cls)["cd_steps"].default, **super().upgraded_config(config)}
+        """Workdirs written before ``cd_steps`` and ``persistent_chains`` existed trained with CD-1 (their defaults)."""
+        defaults = settings_of(cls)
+        return {"cd_steps": defaults["cd_steps"].default, "persistent_chains": defaults["persistent_chains"].default,
+                **super().upgraded_config(config)}
+
+    def check_batch_size(self, batch_size: int) -> None:
+        if self.persistent_chains and batch_size > self.persistent_chains:
+            raise ValueError(f"--persistent_chains={self.persistent_chains} is fewer than --batch_size={batch_size}: "
+                             "PCD carries one chain per row of the global batch")
 
     @classmethod
     def settings_for_data(cls, settings: dict, train_data: TrainingExamples) -> dict:
@@ -246,13 +269,16 @@ class RBM(OptimizerSettings, Imputer):
         visible_input = visible * observed_mask + self._missing_bias(observed_mask)
         return tf.sigmoid(self.product(visible_input, self.weight_matrix) + self.hidden_bias)
 
-    def cd_updates(self, visible: tf.Tensor, observed_mask: tf.Tensor,
-                   uniforms: tuple[tf.Tensor, ...]) -> dict[str, tf.Tensor]:
+    def cd_updates(self, visible: tf.Tensor, observed_mask: tf.Tensor, uniforms: tuple[tf.Tensor, ...],
+                   chain_start: tf.Tensor | None = None) -> dict[str, tf.Tensor]:
         """Δb, Δc, ΔW of Algorithm 1 (before the learning rate), summed over the batch.
 
         ``uniforms`` (:meth:`cd_uniforms`) are U(0, 1) draws: [B, hidden] for the sample of line 3,
         then [B, visible] and [B, hidden] for lines 4 and 5 of each of the ``cd_steps`` Gibbs steps.
-        Inputs are flat [B, n].
+        Inputs are flat [B, n]. ``chain_start`` ([B, hidden]; PCD): the hidden states the Gibbs
+        steps of lines 4-5 start from instead of line 3's sample (None: CD-k); the positive phase
+        is line 3's either way, and each row's chain is masked by that row's observed units.
+        ``chain_end`` in the result is the chain's last hidden sample (PCD carries it on).
         """
         u_hidden, chain_uniforms = uniforms[0], uniforms[1:]
         w = tf.cast(self.weight_matrix, self.compute_dtype)  # cast once for the products with W
@@ -261,6 +287,9 @@ class RBM(OptimizerSettings, Imputer):
         # Line 3: the hidden layer sees v ⊙ (1 - m) + b_m.
         h = _bernoulli(tf.sigmoid(self.product(v_obs + b_missing, w) + self.hidden_bias), u_hidden)
         h_negative, reconstruction = h, None
+        if chain_start is not None:
+            h_negative = tf.cast(chain_start, h.dtype)
+            reconstruction = tf.sigmoid(self.product(h, w, transpose_b=True) + self.visible_bias)
         for u_visible, u_hidden_negative in zip(chain_uniforms[::2], chain_uniforms[1::2]):
             # Lines 4-5, once per Gibbs step, the observed units of the example masking the chain.
             v_negative_prob = tf.sigmoid(self.product(h_negative, w, transpose_b=True) + self.visible_bias)
@@ -287,7 +316,7 @@ class RBM(OptimizerSettings, Imputer):
                                tf.concat([h, h_negative], axis=0), transpose_a=True)
         # recon_mse: E[v | h] of the first Gibbs step on the observed units.
         squared_error = tf.reduce_sum(tf.square(v_obs - reconstruction * observed_mask))
-        return {"visible_bias": delta_b, "hidden_bias": delta_c, "weight": delta_w,
+        return {"visible_bias": delta_b, "hidden_bias": delta_c, "weight": delta_w, "chain_end": h_negative,
                 "squared_error": squared_error, "observed_count": tf.reduce_sum(observed_mask)}
 
     def cd_uniforms(self, batch_size: tf.Tensor | int, step: tf.Tensor | int) -> tuple[tf.Tensor, ...]:
@@ -318,8 +347,18 @@ class RBM(OptimizerSettings, Imputer):
     def train_step(self, data):
         observed, mask = data[0], data[1]
         visible, observed_mask = self._flatten(observed), self._flatten(mask)
-        uniforms = self.cd_uniforms(tf.shape(visible)[0], self.optimizer.iterations)
-        updates = self.cd_updates(visible, observed_mask, uniforms)
+        rows = tf.shape(visible)[0]
+        uniforms = self.cd_uniforms(rows, self.optimizer.iterations)
+        if not self.persistent_chains:
+            updates = self.cd_updates(visible, observed_mask, uniforms)
+        else:
+            offset, global_rows = replica_rows(rows)
+            tf.debugging.assert_less_equal(global_rows, self.persistent_chains,
+                                           message="PCD: the global batch has more rows than persistent_chains")
+            updates = self.cd_updates(visible, observed_mask, uniforms,
+                                      chain_start=self.chain_hidden[offset:offset + rows])
+            ends = global_rows_of(tf.cast(updates["chain_end"], self.chain_hidden.dtype))
+            self.chain_hidden.assign(tf.concat([ends, self.chain_hidden[global_rows:]], axis=0))
         self.optimizer.apply_gradients(self._variables_and_gradients(updates))  # summed over replicas
         observed_count = global_sum(updates["observed_count"])
         return {"recon_mse": updates["squared_error"] / tf.maximum(observed_count, 1.0)}

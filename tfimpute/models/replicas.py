@@ -6,6 +6,7 @@ replicas 0..r-1, and a batch that N replicas do not divide splits unevenly).
 Everything that depends on the whole batch is written here once:
 
 * :func:`replica_rows`: where this replica's rows sit in the global batch;
+  :func:`global_rows_of`: every replica's rows gathered back in that order;
 * :func:`replica_mean`: a replica's share of a global-batch mean (exact for uneven
   splits, since the count is all-reduced), so that the SUM all-reduce that Keras applies
   to gradients yields the single-device gradient of the mean, and so that training logs
@@ -51,6 +52,13 @@ def replica_rows(local_size: tf.Tensor | int) -> tuple[tf.Tensor, tf.Tensor]:
     sizes = context.all_gather(tf.reshape(local_size, [1]), axis=0)
     replica = context.replica_id_in_sync_group
     return tf.reduce_sum(sizes[:replica]), tf.reduce_sum(sizes)
+
+
+def global_rows_of(values: tf.Tensor) -> tf.Tensor:
+    """The rows of every replica's ``values`` gathered in global-batch order (all-gather); ``values``
+    itself on a single device. Every replica gets the same tensor (e.g. to assign state kept per row)."""
+    context = _replica_context()
+    return values if context is None else context.all_gather(values, axis=0)
 
 
 def replica_mean(values: tf.Tensor) -> tf.Tensor:
