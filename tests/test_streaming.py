@@ -14,7 +14,7 @@ from sklearn.datasets import load_digits
 
 from program_support import run_here
 from test_datasets import write_tfds_metadata
-from tfimpute import experiment, masks, metrics, streaming
+from tfimpute import datasets, experiment, masks, metrics, streaming
 from tfimpute.datasets import StreamedDataset, load_dataset
 from tfimpute.errors import InvalidInputError
 from tfimpute.masks import make_incomplete
@@ -173,3 +173,21 @@ def test_streamed_runs_refuse_mechanisms_that_need_the_whole_split(tmp_path):
     assert result.returncode != 0
     assert result.stderr.strip().startswith("error: --missingness=mar needs statistics of the whole split")
     assert not os.path.exists(tmp_path / "w" / "checkpoints")
+
+
+def test_auto_streams_a_split_whose_float32_copy_exceeds_a_quarter_of_memory(tmp_path, monkeypatch):
+    import tensorflow_datasets as tfds
+
+    write_tfds_metadata(tmp_path, "mnist", {"train": 60_000, "test": 10_000})
+    write_tfds_metadata(tmp_path, "fashion_mnist", {"train": 60_000})
+    monkeypatch.setattr(datasets, "memory_bytes", lambda: 4 * (10 * 28 * 28 * 4))  # a quarter: 10 digits
+    with tfds.testing.mock_data(num_examples=12, data_dir=str(tmp_path), policy=tfds.testing.MockPolicy.USE_FILES):
+        spec = {"data_dir": str(tmp_path), "test_size": 2}
+        assert isinstance(load_dataset("tfds:mnist", train_size=11, stream="auto", **spec), StreamedDataset)
+        assert isinstance(load_dataset("tfds:mnist", train_size=10, stream="auto", **spec), datasets.Dataset)
+        assert isinstance(load_dataset("tfds:mnist", train_size=11, stream="never", **spec), datasets.Dataset)
+        held_out = load_dataset("tfds:fashion_mnist", data_dir=str(tmp_path), stream="always", test_fraction=0.25)
+    # No test split: TFDS's percent slicing holds out the first quarter of 'train'.
+    assert (held_out.train_size, held_out.test_size) == (45_000, 15_000) and held_out.labelled
+    with pytest.raises(InvalidInputError, match="stream must be one of auto, always, never"):
+        load_dataset("tfds:mnist", stream="sometimes")
