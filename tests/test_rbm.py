@@ -212,6 +212,34 @@ def test_mean_field_imputation_matches_numpy_and_keeps_observed(linearized):
     np.testing.assert_allclose(imputed[mask == 0], reconstruction[mask == 0], rtol=1e-4, atol=1e-5)
 
 
+def test_gibbs_imputation_averages_the_clamped_chains_conditional_means():
+    """--impute_mode=gibbs against NumPy: h ~ p(h | v_o) (LM energy, b_m), v' ~ p(v | h) on the
+    missing units only, then p(h | v) of the completed v (no b_m: nothing is missing); E[v | h]
+    averaged over the steps; the same stateless draws."""
+    model = make_rbm(True, impute_mode="gibbs", gibbs_steps=2)
+    observed, mask = batch()
+    seed = tf.constant([3, 4], tf.int32)
+    imputed = model.impute_batch(tf.constant(observed), tf.constant(mask), seed).numpy().reshape(6, 784)
+    v, obs = observed.reshape(6, 784).astype(np.float64), mask.reshape(6, 784).astype(np.float64)
+    w, b = model.kernel.numpy().astype(np.float64), model.visible_bias.numpy().astype(np.float64)
+    c = model.hidden_bias.numpy().astype(np.float64)
+    hidden = sigmoid((v * obs + sigmoid(b) * (1 - obs)) @ w + c)
+    total = 0.0
+    for step in range(2):
+        step_seed = tf.random.experimental.stateless_fold_in(tf.cast(seed, tf.int64), tf.constant(step, tf.int64))
+        hidden_seed, visible_seed = tf.unstack(tf.random.experimental.stateless_split(step_seed, 2))
+        h = (tf.random.stateless_uniform(hidden.shape, hidden_seed).numpy() < hidden).astype(np.float64)
+        mean = sigmoid(h @ w.T + b)
+        total = total + mean
+        sampled = (tf.random.stateless_uniform(mean.shape, visible_seed).numpy() < mean).astype(np.float64)
+        hidden = sigmoid((v * obs + sampled * (1 - obs)) @ w + c)
+    np.testing.assert_allclose(imputed, np.where(obs > 0, v, total / 2), rtol=1e-4, atol=1e-5)
+    single_pass = model.impute_batch(tf.constant(observed), tf.constant(mask), seed, mode="mean_field")
+    assert np.abs(imputed - single_pass.numpy().reshape(6, 784)).max() > 0.05
+    with pytest.raises(ValueError, match="gibbs_steps must be >= 1"):
+        RBM(hidden_units=4, gibbs_steps=0)
+
+
 def test_missing_pixel_values_do_not_reach_the_model():
     model = make_rbm(True)
     rng = np.random.default_rng(2)
@@ -254,7 +282,7 @@ def test_constructor_rejects_bad_settings():
     with pytest.raises(ValueError, match="rank"):
         RBM(hidden_units=8, rank=9)
     with pytest.raises(ValueError, match="impute_mode"):
-        RBM(hidden_units=8, impute_mode="gibbs")
+        RBM(hidden_units=8, impute_mode="annealed")
 
 
 def test_registry_rank_rule_of_thumb():

@@ -57,7 +57,7 @@ from tfimpute.models.base import OPTIMIZERS, Imputer, OptimizerSettings, keep_ob
 from tfimpute.models.registry import Setting, register_model, settings_of
 from tfimpute.models.replicas import StepDraws, global_rows_of, global_sum, replica_rows
 
-IMPUTE_MODES = ("mean_field", "sample")
+IMPUTE_MODES = ("mean_field", "sample", "gibbs")
 RANK_HELP = ("RBM weight rank: 'full', 'auto' (expected number of observed pixels, the paper's rule "
              "of thumb) or an integer.")
 
@@ -92,6 +92,7 @@ class RBM(OptimizerSettings, Imputer):
     """
 
     scales_loss = False  # CD-1's updates are not gradients of a loss: no float16 loss scale
+    inference_settings = ("impute_mode", "gibbs_steps")
     derived_settings = ("visible_units",)  # 0.1 stored it; it is the size of data_shape
     tiny_settings = {"hidden_units": 16, "learning_rate": 0.05, "momentum": 0.5}  # momentum: state applied once
     size_settings = ("hidden_units", "rank")
@@ -101,8 +102,11 @@ class RBM(OptimizerSettings, Imputer):
                  linearized: bool = True,
                  rank: Annotated[int | str | None, Setting(RANK_HELP)] = "full",
                  impute_mode: Annotated[str, Setting(
-                     "RBM imputation: probabilities throughout, or a sampled hidden layer.",
-                     choices=IMPUTE_MODES)] = "mean_field",
+                     "RBM imputation: probabilities throughout (the paper's single pass), a sampled hidden "
+                     "layer, or gibbs: --gibbs_steps of Gibbs sampling with the observed pixels clamped, "
+                     "E[v | h] averaged.", choices=IMPUTE_MODES)] = "mean_field",
+                 gibbs_steps: Annotated[int, Setting(
+                     "Gibbs steps of --impute_mode=gibbs.")] = 10,
                  optimizer: Annotated[str, Setting("Optimizer of the training updates.",
                                                    choices=OPTIMIZERS)] = "sgd",
                  learning_rate: Annotated[float, Setting(
@@ -128,6 +132,8 @@ class RBM(OptimizerSettings, Imputer):
             raise ValueError(f"rank must be in [1, {min(visible_units, hidden_units)}], got {rank}")
         if impute_mode not in IMPUTE_MODES:
             raise ValueError(f"impute_mode must be one of {IMPUTE_MODES}, got {impute_mode!r}")
+        if gibbs_steps < 1:
+            raise ValueError(f"gibbs_steps must be >= 1, got {gibbs_steps}")
         if cd_steps < 1:
             raise ValueError(f"cd_steps must be >= 1, got {cd_steps}")
         if persistent_chains < 0:
@@ -137,6 +143,7 @@ class RBM(OptimizerSettings, Imputer):
         self.linearized = linearized
         self.rank = rank
         self.impute_mode = impute_mode
+        self.gibbs_steps = gibbs_steps
         self.set_optimizer_settings(optimizer, learning_rate, momentum)
         self.cd_steps = cd_steps
         self.persistent_chains = persistent_chains
@@ -171,15 +178,15 @@ class RBM(OptimizerSettings, Imputer):
 
     def get_config(self) -> dict:
         return {**super().get_config(), "hidden_units": self.hidden_units, "linearized": self.linearized, "rank": self.rank,
-                "impute_mode": self.impute_mode, "optimizer": self.optimizer_name,
+                "impute_mode": self.impute_mode, "gibbs_steps": self.gibbs_steps, "optimizer": self.optimizer_name,
                 "learning_rate": self.learning_rate, "momentum": self.momentum, "cd_steps": self.cd_steps,
                 "persistent_chains": self.persistent_chains, "seed": self.seed}
 
     @classmethod
     def upgraded_config(cls, config: dict) -> dict:
-        """Workdirs written before ``cd_steps`` and ``persistent_chains`` existed trained with CD-1 (their defaults)."""
+        """Workdirs written before ``cd_steps``, ``persistent_chains`` and ``gibbs_steps`` existed: their defaults."""
         defaults = settings_of(cls)
-        return {"cd_steps": defaults["cd_steps"].default, "persistent_chains": defaults["persistent_chains"].default,
+        return {**{name: defaults[name].default for name in ("cd_steps", "persistent_chains", "gibbs_steps")},
                 **super().upgraded_config(config)}
 
     def check_batch_size(self, batch_size: int) -> None:
@@ -230,6 +237,29 @@ class RBM(OptimizerSettings, Imputer):
             "hidden": signatures.ServingSignature(signatures.image_inputs(self.data_shape), hidden,
                                                   f"hidden activations p(h | v_o), [batch, {self.hidden_units}]"),
         }
+
+    def clamped_gibbs_mean(self, visible: tf.Tensor, observed_mask: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
+        """E[v | v_o] by Gibbs sampling with the observed units clamped (flat [B, n] inputs).
+
+        The chain starts from p(h | v_o) of the paper's single pass; each of ``gibbs_steps`` steps
+        samples h, takes E[v | h] (averaged over the steps: the estimate, Rao-Blackwellised), samples
+        the missing units from it, and computes p(h | v) of the completed v (nothing missing). Draws
+        are stateless from ``seed``, step by step.
+        """
+        w = self.weight_matrix
+        all_observed = tf.ones_like(observed_mask)
+        hidden = self.hidden_probabilities(visible, observed_mask)
+        total = tf.zeros_like(visible)
+        for step in tf.range(self.gibbs_steps):
+            step_seed = tf.random.experimental.stateless_fold_in(tf.cast(seed, tf.int64), tf.cast(step, tf.int64))
+            hidden_seed, visible_seed = tf.unstack(tf.random.experimental.stateless_split(step_seed, 2))
+            hidden_sample = _bernoulli(hidden, tf.random.stateless_uniform(tf.shape(hidden), hidden_seed))
+            mean = tf.sigmoid(self.product(hidden_sample, w, transpose_b=True) + self.visible_bias)
+            total += mean
+            missing = _bernoulli(mean, tf.random.stateless_uniform(tf.shape(mean), visible_seed))
+            completed = visible * observed_mask + missing * (1.0 - observed_mask)
+            hidden = self.hidden_probabilities(completed, all_observed)
+        return total / tf.cast(self.gibbs_steps, total.dtype)
 
     def product(self, left: tf.Tensor, right: tf.Tensor, **transpose) -> tf.Tensor:
         """``tf.matmul(left, right, **transpose)`` with operands in the dtype policy's compute dtype,
@@ -369,8 +399,12 @@ class RBM(OptimizerSettings, Imputer):
 
     def impute_batch(self, images: tf.Tensor, mask: tf.Tensor, seed: tf.Tensor,
                      mode: str | None = None) -> tf.Tensor:
-        """h from p(h | v_o) (linearised), then v = σ(Wh + b); observed pixels kept exactly."""
+        """h from p(h | v_o) (linearised), then v = σ(Wh + b); observed pixels kept exactly.
+        ``gibbs``: :meth:`clamped_gibbs_mean` instead."""
         mode = mode or self.impute_mode
+        if mode == "gibbs":
+            mean = self.clamped_gibbs_mean(self._flatten(images), self._flatten(mask), seed)
+            return keep_observed(images, mask, tf.reshape(mean, tf.shape(images)))
         hidden = self.hidden(images, mask)
         if mode == "sample":
             hidden = _bernoulli(hidden, tf.random.stateless_uniform(tf.shape(hidden), seed))

@@ -1,0 +1,85 @@
+"""Choosing an inference setting by leave-out validation on training data (tfimpute.tune)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from program_support import run_here
+from tfimpute import experiment, metrics, selection
+from tfimpute.datasets import load_dataset
+from tfimpute.errors import InvalidInputError
+from tfimpute.workdir import load_trained
+
+
+def test_hidden_entries_are_observed_ones_with_a_pixels_channels_together():
+    rng = np.random.default_rng(0)
+    mask = np.repeat((rng.random((50, 6, 5, 1)) > 0.3).astype(np.float32), 3, axis=-1)
+    visible, held = selection.hide_observed(mask, 0.25, seed=1)
+    assert np.all(held <= mask) and np.all(visible + held == mask)
+    assert np.all(held == held[..., :1]) and held.sum() / mask.sum() == pytest.approx(0.25, abs=0.03)
+    again, _ = selection.hide_observed(mask, 0.25, seed=1)
+    np.testing.assert_array_equal(again, visible)
+    with pytest.raises(InvalidInputError, match="hide_fraction must be in"):
+        selection.hide_observed(mask, 1.0, seed=1)
+
+
+@pytest.fixture(scope="module")
+def trained_lmrbm(mnist_dir, tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("tune") / "lmrbm"
+    result = run_here("tfimpute.train", "--model=lmrbm", f"--data_dir={mnist_dir}", "--train_size=300",
+                      "--test_size=20", "--hidden_units=32", "--learning_rate=0.01", "--batch_size=50",
+                      "--epochs=2", "--missing_rate=0.5", f"--workdir={workdir}")
+    assert result.returncode == 0, result.stderr
+    return str(workdir)
+
+
+def test_tune_scores_each_value_on_hidden_training_entries_and_names_the_best(trained_lmrbm, mnist_dir):
+    result = run_here("tfimpute.tune", f"--workdir={trained_lmrbm}", "--setting=impute_mode",
+                      "--values=mean_field,gibbs", "--examples=200", f"--data_dir={mnist_dir}")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    scores = {row["value"]: row["validation_rmse"] for row in report["results"]}
+    assert report["best"] == min(scores, key=scores.get) and set(scores) == {"mean_field", "gibbs"}
+    assert f"--impute_mode={report['best']}" in result.stdout
+    # mean_field by hand: the first 200 training digits under their training masks, 20% of the
+    # observed pixels hidden (seed 0), RMSE over those.
+    model, config = load_trained(trained_lmrbm)
+    dataset = load_dataset("mnist", data_dir=mnist_dir, train_size=300, test_size=20)
+    train_mask = experiment.training_mask(dataset, config["data"])[:200]
+    mask, held = selection.hide_observed(train_mask, 0.2, seed=0)
+    truth = dataset.train_x[:200]
+    expected = metrics.missing_rmse(truth, model.impute(truth * mask, mask), mask, held)
+    assert scores["mean_field"] == pytest.approx(expected, rel=1e-6)
+    assert report["results"][0]["hidden_entries"] == int(held.sum()) > 1000
+
+    steps = run_here("tfimpute.tune", f"--workdir={trained_lmrbm}", "--setting=gibbs_steps", "--values=1,4",
+                     "--fixed=impute_mode=gibbs", "--examples=200", f"--data_dir={mnist_dir}")
+    by_steps = json.loads(steps.stdout.strip().splitlines()[-1])
+    assert by_steps["fixed"] == {"impute_mode": "gibbs"}
+    gibbs_steps = {row["value"]: row["validation_rmse"] for row in by_steps["results"]}
+    assert gibbs_steps[4] != gibbs_steps[1] and gibbs_steps[4] == pytest.approx(scores["gibbs"], abs=0.05)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--setting=hidden_units", "--values=8"], "--setting=hidden_units is not an inference setting of lmrbm "
+                                               "(impute_mode, gibbs_steps)"),
+    (["--setting=gibbs_steps", "--values=2,many"], "--values: 2,many are not all int values"),
+    (["--setting=impute_mode", "--values=annealed"], "impute_mode must be one of"),
+    (["--setting=gibbs_steps", "--values=2", "--fixed=impute_mode"], "--fixed: 'impute_mode' is not setting=value"),
+])
+def test_tune_refuses_bad_requests_in_one_line(trained_lmrbm, mnist_dir, args, message):
+    result = run_here("tfimpute.tune", f"--workdir={trained_lmrbm}", f"--data_dir={mnist_dir}", *args)
+    assert result.returncode != 0 and message in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_hidden_entries_do_not_reuse_the_uniforms_of_a_mask_of_the_same_seed():
+    """An independent mask of seed 0 thresholds the uniforms of seed 0: drawing the hidden entries from
+    them again would hide none of the observed ones."""
+    from tfimpute import masks
+
+    mask = masks.generate_masks("independent", 0.5, 200, seed=0, shape=(28, 28, 1))
+    _, held = selection.hide_observed(mask, 0.2, seed=0)
+    assert held.sum() / mask.sum() == pytest.approx(0.2, abs=0.01)

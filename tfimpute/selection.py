@@ -1,0 +1,66 @@
+"""Choosing an inference setting without looking at the test split (the paper's Section 5: validation
+"in a leave-one-out style" when no complete data exist).
+
+A share of the entries that the training data OBSERVED is hidden as well; the trained model imputes
+the training examples under their training masks minus those entries, and the RMSE over the hidden
+entries (whose true values are known) scores each candidate value of the setting. No test example
+is used.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from tfimpute import experiment, metrics, workdir
+from tfimpute.datasets import Dataset, rescaled
+from tfimpute.errors import InvalidInputError
+
+_HIDE_STREAM = 0x5E1EC7  # second key of the hidden entries' generator
+
+
+def hide_observed(mask: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(the mask with a seeded ``fraction`` of its observed entries hidden too, the hidden entries),
+    both float32 like ``mask``; an image's channels of one pixel are hidden together."""
+    if not 0.0 < fraction < 1.0:
+        raise InvalidInputError(f"hide_fraction must be in (0, 1), got {fraction}")
+    draw_shape = mask.shape[:-1] + (1,) if mask.ndim == 4 else mask.shape
+    # Keyed apart from the mask generators' streams: an independent mask drawn from the same seed
+    # would otherwise be made of the very same uniforms, and no observed entry would be hidden.
+    hidden = np.random.default_rng([seed, _HIDE_STREAM]).random(draw_shape) < fraction
+    held = (np.broadcast_to(hidden, mask.shape) & (mask > 0.5)).astype(np.float32)
+    return (mask * (1.0 - held)).astype(np.float32), held
+
+
+def leave_out_rmse(workdir_path: str, dataset: Dataset, setting: str, values: list[Any], examples: int,
+                   hide_fraction: float = 0.2, seed: int = 0,
+                   fixed: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    """For each value of inference ``setting``: the RMSE over a ``hide_fraction`` of the observed
+    entries of the first ``examples`` training examples (their training masks, as in training).
+    ``fixed``: other inference settings given the same value for every candidate.
+
+    ``dataset`` is the workdir's dataset (read with its ``data`` options). Returns one dict per value:
+    ``value``, ``validation_rmse``, ``hidden_entries``.
+    """
+    config = workdir.read_config(workdir_path)
+    if config is None:
+        raise InvalidInputError(f"{workdir_path}: no {workdir.CONFIG_FILE}; is this a tfimpute training workdir?")
+    data = config["data"]
+    count = min(examples, data["train_size"], len(dataset.train_x))
+    if count < 1:
+        raise InvalidInputError(f"examples must be >= 1, got {examples}")
+    model, _ = workdir.load_trained(workdir_path)
+    shaped = experiment.prepared(rescaled(dataset, experiment.codec_of(config, model.data_shape)), data)
+    train_mask = experiment.training_mask(shaped, data)[:count]
+    values_true = shaped.train_x[:count]
+    mask, held = hide_observed(train_mask, hide_fraction, seed)
+    if not held.any():
+        raise InvalidInputError("no observed entry was hidden; raise --examples or --hide_fraction")
+    results = []
+    for value in values:
+        model, _ = workdir.load_trained(workdir_path, {**(fixed or {}), setting: value})
+        imputed = model.impute(np.clip(values_true, 0.0, 1.0) * mask, mask, seed=seed)
+        results.append({"value": value, "hidden_entries": int(held.sum()),
+                        "validation_rmse": metrics.missing_rmse(values_true, imputed, mask, held)})
+    return results
