@@ -148,8 +148,8 @@ class _Split:
 
 
 class StreamedData(_Split):
-    """The incomplete training examples of a streamed split: what the training loop and a model's
-    ``prepare`` read of :class:`tfimpute.masks.IncompleteData`, without the arrays."""
+    """The incomplete training examples of a streamed split: the epochs the training loop reads and the
+    :class:`tfimpute.masks.TrainingExamples` a model's ``prepare`` reads, without the arrays."""
 
     def epoch_batches(self, batch_size: int, seed: int, epoch: int, skip_batches: int = 0) -> tf.data.Dataset:
         """Batches (observed, mask, labels) of one epoch in an order that depends only on (seed, epoch)."""
