@@ -60,6 +60,7 @@ from tfimpute.masks import IncompleteData
 from tfimpute.models import registry
 from tfimpute.models.base import Imputer
 from tfimpute.models.capabilities import CountsStepFlops, HasExtraBenchmark
+from tfimpute.training import model_inputs
 
 FLAGS = flags.FLAGS
 
@@ -143,7 +144,7 @@ def compare_search_variants(workdir_path: str, model_name: str) -> dict:
     # A workdir's `data` holds the dataset options as cli.dataset_options wrote them.
     dataset = experiment.prepared(cli.load_dataset(data, data["train_size"], data["test_size"]), data)
     mask = experiment.scored_test_mask(dataset, data)
-    observed = np.clip(dataset.test_x, 0.0, 1.0) * mask
+    observed = model_inputs(dataset.test_x) * mask
     scored = experiment.own_holes(dataset.test_mask, dataset)
     result: dict = {"search_workdir": workdir_path, "search_digits": len(observed)}
     for name, overrides in registry.get(model_name).cls.benchmark_variants().items():

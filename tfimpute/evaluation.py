@@ -31,7 +31,7 @@ from tfimpute.files import write_json_atomically
 from tfimpute.models import registry
 from tfimpute.models.base import Imputer
 from tfimpute.models.capabilities import HasHiddenFeatures
-from tfimpute.training import TrainingOptions
+from tfimpute.training import TrainingOptions, model_inputs
 
 CELLS_DIR = "cells"
 RESULTS_FILE = "results.json"
@@ -270,7 +270,7 @@ def evaluate_cell(cell: Cell, model: Imputer, config: dict[str, Any], dataset: D
         # (a streamed run's training masks are drawn per example: "masks" in its data).
         mask = test_mask(cell_data, {**data, "missingness": cell.missingness, "missing_rate": cell.missing_rate,
                                      "masks": None}, seed)
-        test_observed = np.clip(test_x, 0.0, 1.0) * mask  # held-out table rows may leave [0, 1]
+        test_observed = model_inputs(test_x) * mask  # held-out table rows may leave [0, 1]
         imputed = model.impute(test_observed, mask, seed=repeat)
         figures["rmse"].append(metrics.missing_rmse(test_x, imputed, mask, own_test))
         if codec.kind == "table":

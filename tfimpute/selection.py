@@ -16,6 +16,7 @@ import numpy as np
 from tfimpute import experiment, metrics, workdir
 from tfimpute.datasets import Dataset, rescaled
 from tfimpute.errors import InvalidInputError
+from tfimpute.training import model_inputs
 
 _HIDE_STREAM = 0x5E1EC7  # second key of the hidden entries' generator
 
@@ -50,8 +51,7 @@ def leave_out_rmse(workdir_path: str, dataset: Dataset, setting: str, values: li
     count = min(examples, data["train_size"], len(dataset.train_x))
     if count < 1:
         raise InvalidInputError(f"examples must be >= 1, got {examples}")
-    model, _ = workdir.load_trained(workdir_path)
-    shaped = experiment.prepared(rescaled(dataset, experiment.codec_of(config, model.data_shape)), data)
+    shaped = experiment.prepared(rescaled(dataset, experiment.codec_of(config, dataset.shape)), data)
     train_mask = experiment.training_mask(shaped, data)[:count]
     values_true = shaped.train_x[:count]
     mask, held = hide_observed(train_mask, hide_fraction, seed)
@@ -60,7 +60,7 @@ def leave_out_rmse(workdir_path: str, dataset: Dataset, setting: str, values: li
     results = []
     for value in values:
         model, _ = workdir.load_trained(workdir_path, {**(fixed or {}), setting: value})
-        imputed = model.impute(np.clip(values_true, 0.0, 1.0) * mask, mask, seed=seed)
+        imputed = model.impute(model_inputs(values_true) * mask, mask, seed=seed)
         results.append({"value": value, "hidden_entries": int(held.sum()),
                         "validation_rmse": metrics.missing_rmse(values_true, imputed, mask, held)})
     return results
