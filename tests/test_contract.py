@@ -48,6 +48,16 @@ def test_config_round_trip_rebuilds_the_same_model(name):
 
 
 @pytest.mark.parametrize("name", NAMES)
+def test_frontier_points_are_settings_the_model_takes(name):
+    """Every setting of the model's perception–distortion knob is one of its settings, and the model
+    builds with it (so ``tfimpute.evaluate --frontier`` can load or fine-tune it)."""
+    spec = registry.get(name)
+    for point in spec.cls.frontier_points:
+        assert point.settings and set(point.settings) <= set(spec.fields), point
+        assert tiny_model(name, **point.settings).get_config().items() >= point.settings.items(), point
+
+
+@pytest.mark.parametrize("name", NAMES)
 def test_two_training_steps_move_a_trainable_model_and_impute_keeps_observed_pixels(name):
     model = tiny_model(name)
     data, images = incomplete_digits()

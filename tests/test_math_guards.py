@@ -203,6 +203,40 @@ def test_misgan_generator_losses_match_the_hand_computation():
         assert float(hand[name]) == pytest.approx(value, rel=1e-5, abs=1e-6), name
 
 
+def test_misgan_leave_out_loss_scores_hidden_observed_pixels_only():
+    """γ_h's term: a second imputer pass that does not see the left-out observed pixels
+    (holdout < rate), scored on those pixels only, per image, then averaged; in NumPy."""
+    weight, rate = 2.5, 0.3
+    model = MisGAN(latent_size=8, gan_width=2, imputer_units=16, critic_steps=2, seed=0,
+                   misgan_holdout_weight=weight, misgan_holdout_rate=rate, **MISGAN)
+    without = MisGAN(latent_size=8, gan_width=2, imputer_units=16, critic_steps=2, seed=0, **MISGAN)
+    images, mask = incomplete(seed=3)
+    data_latent, mask_latent, noise = misgan_draws(4, seed=3)
+    holdout = tf.constant(np.random.default_rng(4).random(images.shape), tf.float32)
+    arguments = (tf.constant(images), tf.constant(mask), data_latent, mask_latent, noise)
+    losses = model.generator_losses(*arguments, holdout)
+    baseline = without.generator_losses(*arguments)
+
+    x = images.astype(np.float64) * mask
+    left_out = mask * (holdout.numpy() < rate)
+    kept = mask - left_out
+    filled = x * kept + noise.numpy() * (1 - kept)
+    raw = sigmoid(network_output(model.imputer_network, filled.reshape(4, 784))).reshape(x.shape)
+    per_image = (left_out * (raw - x) ** 2).sum(axis=(1, 2, 3)) / left_out.sum(axis=(1, 2, 3))
+    assert left_out.sum() > 100 and (kept > 0).sum() > 100  # both sets are large
+    assert float(losses["imputer_loss"] - baseline["imputer_loss"]) == pytest.approx(weight * per_image.mean(),
+                                                                                      rel=1e-4)
+    for name in ("mask_generator_loss", "data_generator_loss"):  # the other players are untouched
+        assert float(losses[name]) == pytest.approx(float(baseline[name]), rel=1e-6)
+    # The pass that saw every observed pixel scores ~10x the tolerance above away: a loss that let the
+    # imputer see the left-out pixels fails the test.
+    seen = sigmoid(network_output(model.imputer_network, (x + noise.numpy() * (1 - mask)).reshape(4, 784)))
+    seen_per_image = (left_out * (seen.reshape(x.shape) - x) ** 2).sum(axis=(1, 2, 3)) / left_out.sum(axis=(1, 2, 3))
+    assert abs(weight * (seen_per_image.mean() - per_image.mean())) > 1e-4
+    with pytest.raises(ValueError, match="holdout draws"):
+        model.generator_losses(*arguments)
+
+
 def test_misgan_generator_updates_descend_each_players_hand_loss():
     """With SGD, G_m, G_x and the imputer each move by −η ∇ of their own hand-written loss."""
     model = tiny_misgan()

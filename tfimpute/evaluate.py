@@ -27,6 +27,13 @@ For each cell:
 
 Figures are means over the maskings with standard errors (std / sqrt(repeats)).
 
+``--frontier`` sweeps each method's perception–distortion knob instead (its model's
+``frontier_points``; see :mod:`tfimpute.frontier`) and writes ``OUTPUT_DIR/frontier/``:
+
+    python -m tfimpute.evaluate --frontier --methods=rbm,lmrbm,dcgan,cgan,vae,misgan \
+        --missingness=independent --missing_rates=0.6 --data_dir=../shared/data/mnist \
+        --workdir=runs/frontier --classifier_dir=runs/mnist_classifier
+
 ``--dataset`` other than MNIST (see README, "Your own data"): the RMSE is over the hidden entries
 the data observed; tables also get it in raw units and a per-column Wasserstein-1 distance; the
 FID classifier is trained on the dataset's labelled training split into WORKDIR/feature_classifier
@@ -50,7 +57,7 @@ from tfimpute import cli  # noqa: F401  (quiets TensorFlow's start-up logs; impo
 
 from absl import app, flags
 
-from tfimpute import classifier, datasets
+from tfimpute import classifier, datasets, frontier
 from tfimpute.classifier import FeatureFid, default_classifier_dir
 from tfimpute.errors import InvalidInputError
 from tfimpute.metrics import LogisticFit
@@ -87,6 +94,12 @@ def define_flags() -> None:
                          "--notrain_missing makes a missing workdir an error.")
     flags.DEFINE_integer("epochs", 20, "Training epochs of cells that are trained here (paper: 500).")
     flags.DEFINE_float("checkpoint_minutes", 10.0, "Mid-epoch checkpoint interval of cells trained here.")
+    flags.DEFINE_boolean("frontier", False,
+                         "Sweep each method's perception–distortion knob (RMSE and FID per setting, the lower "
+                         "envelope) into OUTPUT_DIR/frontier instead of the Table-1 evaluation.")
+    flags.DEFINE_integer("frontier_fine_tune_epochs", 1,
+                         "--frontier: epochs a method whose knob is a training setting (MisGAN's γ_h) is "
+                         "fine-tuned from its trained model at each setting.")
 
 
 def logistic_fit(train_size: int, dataset: str) -> LogisticFit:
@@ -159,6 +172,16 @@ def main(argv: list[str]) -> None:
             **training.data, **training.model_settings, "epochs": training.options.epochs,
             "batch_size": training.options.batch_size},
     }
+    if FLAGS.frontier:
+        if fid is None:
+            raise InvalidInputError(f"--frontier scores perception by FID, which {dataset.name} cannot give "
+                                    "(no labels to train a feature classifier on)")
+        print(f"Frontier of {len(cells)} cells ({len(settings.test_mask_seeds)} test masking(s) of "
+              f"{settings.test_size} examples each) into {os.path.join(output_dir, frontier.FRONTIER_DIR)}")
+        frontier.run_frontier(cells, FLAGS.workdir, output_dir, dataset, fid,
+                              frontier.FrontierSettings(settings, FLAGS.frontier_fine_tune_epochs), training,
+                              run_settings)
+        return
     print(f"Evaluating {len(cells)} cells ({len(settings.test_mask_seeds)} test masking(s) of "
           f"{settings.test_size} examples each) into {output_dir}")
     run_evaluation(cells, FLAGS.workdir, output_dir, dataset, fid, settings, training, run_settings)

@@ -13,7 +13,7 @@ import math
 import os
 import sys
 import time
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import keras
 import numpy as np
@@ -113,7 +113,7 @@ def _training_marker(output_dir: str, cell: Cell) -> str:
     return os.path.join(output_dir, CELLS_DIR, f"{cell.name}.training")
 
 
-def _is_finished(model_dir: str) -> bool:
+def is_finished(model_dir: str) -> bool:
     return os.path.exists(os.path.join(model_dir, "metrics.json"))
 
 
@@ -159,7 +159,7 @@ def check_cell(cell: Cell, model_dir: str, output_dir: str, settings: Evaluation
             raise WorkdirError(f"{model_dir} was trained on {trained_on or {'dataset': MNIST}}, not on "
                                f"{dataset_options or {'dataset': MNIST}}; give the same dataset flags")
         resumable = training is not None and os.path.exists(_training_marker(output_dir, cell))
-        if not _is_finished(model_dir) and not resumable:
+        if not is_finished(model_dir) and not resumable:
             raise WorkdirError(f"{model_dir}: training has not finished (no metrics.json); finish it with "
                                f"`python -m tfimpute.train ... --workdir={model_dir}` (it resumes)")
         mask_seed, train_size = data["mask_seed"], data["train_size"]
@@ -169,7 +169,8 @@ def check_cell(cell: Cell, model_dir: str, output_dir: str, settings: Evaluation
     return train_size
 
 
-def _subset(dataset: Dataset, train_size: int) -> Dataset:
+def training_subset(dataset: Dataset, train_size: int) -> Dataset:
+    """``dataset`` with its first ``train_size`` training examples (what a cell's model trained on)."""
     labels = None if dataset.train_labels is None else dataset.train_labels[:train_size]
     return dataclasses.replace(dataset, train_x=dataset.train_x[:train_size],
                                train_mask=dataset.train_mask[:train_size], train_labels=labels)
@@ -178,14 +179,14 @@ def _subset(dataset: Dataset, train_size: int) -> Dataset:
 def trained_model(cell: Cell, model_dir: str, output_dir: str, dataset: Dataset,
                   training: TrainingRequest | None, log: Callable[[str], None]) -> tuple[Imputer, dict[str, Any]]:
     """The cell's model, trained first (or its training resumed) when needed."""
-    if not _is_finished(model_dir):
+    if not is_finished(model_dir):
         data = dict(training.data, missingness=cell.missingness, missing_rate=cell.missing_rate)
         marker = _training_marker(output_dir, cell)
         os.makedirs(os.path.dirname(marker), exist_ok=True)
         with open(marker, "w") as f:
             f.write(model_dir + "\n")
         log(f"training {cell.method} into {model_dir}")
-        train(cell.method, _subset(dataset, data["train_size"]), data, training.model_settings,
+        train(cell.method, training_subset(dataset, data["train_size"]), data, training.model_settings,
               training.options, model_dir)
         os.remove(marker)
     return workdir.load_trained(model_dir)
@@ -219,12 +220,30 @@ def column_wasserstein(codec: Codec, true: np.ndarray, imputed: np.ndarray, scor
     return distances
 
 
+def cell_dataset(cell: Cell, model: Imputer, config: dict[str, Any], dataset: Dataset) -> Dataset:
+    """``dataset`` as the cell's model was trained on it: its training examples, scaled by its codec."""
+    data = config["data"]
+    check_comparable(cell, data)
+    return prepared(rescaled(training_subset(dataset, data["train_size"]), codec_of(config, model.data_shape)), data)
+
+
+def test_imputations(cell: Cell, model: Imputer, data: dict[str, Any], cell_data: Dataset,
+                     settings: EvaluationSettings) -> Iterator[tuple[int, np.ndarray, np.ndarray, np.ndarray]]:
+    """(repeat, test mask, model input, imputation) for each of the settings' test maskings."""
+    for repeat, seed in enumerate(settings.test_mask_seeds):
+        # Every method of a table is scored under the same test masks, however it was trained
+        # (a streamed run's training masks are drawn per example: "masks" in its data).
+        mask = test_mask(cell_data, {**data, "missingness": cell.missingness, "missing_rate": cell.missing_rate,
+                                     "masks": None}, seed)
+        test_observed = model_inputs(cell_data.test_x) * mask  # held-out table rows may leave [0, 1]
+        yield repeat, mask, test_observed, model.impute(test_observed, mask, seed=repeat)
+
+
 def evaluate_cell(cell: Cell, model: Imputer, config: dict[str, Any], dataset: Dataset,
                   settings: EvaluationSettings, fid: FeatureFid | None) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     """Figures of one cell (see the module docstring) and the first test examples for the grid."""
     data = config["data"]
-    check_comparable(cell, data)
-    cell_data = prepared(rescaled(_subset(dataset, data["train_size"]), codec_of(config, model.data_shape)), data)
+    cell_data = cell_dataset(cell, model, config, dataset)
     train_mask = training_mask(cell_data, data)
     test_x, test_labels, codec = cell_data.test_x, cell_data.test_labels, cell_data.codec
     own_test = own_holes(cell_data.test_mask, cell_data)
@@ -264,14 +283,8 @@ def evaluate_cell(cell: Cell, model: Imputer, config: dict[str, Any], dataset: D
     per_column: dict[str, list[float]] = {}
     seconds["per_repeat"] = []
     grid: dict[str, np.ndarray] = {}
-    for repeat, seed in enumerate(settings.test_mask_seeds):
-        started = time.perf_counter()
-        # Every method of a table is scored under the same test masks, however it was trained
-        # (a streamed run's training masks are drawn per example: "masks" in its data).
-        mask = test_mask(cell_data, {**data, "missingness": cell.missingness, "missing_rate": cell.missing_rate,
-                                     "masks": None}, seed)
-        test_observed = model_inputs(test_x) * mask  # held-out table rows may leave [0, 1]
-        imputed = model.impute(test_observed, mask, seed=repeat)
+    started = time.perf_counter()
+    for repeat, mask, test_observed, imputed in test_imputations(cell, model, data, cell_data, settings):
         figures["rmse"].append(metrics.missing_rmse(test_x, imputed, mask, own_test))
         if codec.kind == "table":
             true_raw, imputed_raw = codec.unscale_values(test_x), codec.unscale_values(imputed)
@@ -290,6 +303,7 @@ def evaluate_cell(cell: Cell, model: Imputer, config: dict[str, Any], dataset: D
                 hidden_classifier, hidden_activations(model, test_observed, mask), test_labels))
         figures["test_missing_fraction"].append(masks.realised_missing_fraction(mask))
         seconds["per_repeat"].append(time.perf_counter() - started)
+        started = time.perf_counter()
         if repeat == 0:
             grid = {"images": test_x[:GRID_DIGITS], "mask": mask[:GRID_DIGITS],
                     "imputed": imputed[:GRID_DIGITS]}
@@ -381,7 +395,7 @@ def run_evaluation(cells: list[Cell], models_dir: str, output_dir: str, dataset:
         model_dir = os.path.join(models_dir, cell.name)
         prefix = f"[{index}/{len(cells)}] {cell.name}"
         provenance = None
-        if _is_finished(model_dir):
+        if is_finished(model_dir):
             provenance = dict(model_identity(model_dir), evaluation=settings.as_dict())
             result = finished_cell(output_dir, cell, provenance)
             if result is not None:

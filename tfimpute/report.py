@@ -5,6 +5,8 @@
 * :func:`plot_perception_distortion`: RMSE (distortion) against FID (perception), one
   curve per method across rates, one panel per mechanism.
 * :func:`plot_imputations`: the same test digits masked and imputed by every method.
+* :func:`frontier_report` and :func:`plot_frontier`: the perception–distortion frontier of
+  :mod:`tfimpute.frontier` (every point of every method's knob, the lower envelope marked).
 
 Figures are drawn with matplotlib's Agg canvas (no display, no global pyplot state).
 Cells are the dicts :mod:`tfimpute.evaluation` writes (``method``, ``missingness``,
@@ -197,6 +199,60 @@ def plot_perception_distortion(cells: list[dict[str, Any]], path: str) -> None:
         axes.set_title(f"{MECHANISM_LABELS.get(missingness, missingness)} (labels: missing rate)")
         axes.set_xlabel("RMSE over missing pixels (distortion)")
         axes.set_ylabel("FID, MNIST-classifier features (perception)")
+        axes.grid(alpha=0.3)
+        axes.legend(fontsize=8)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+
+
+def frontier_report(points: list[dict[str, Any]], settings: dict[str, Any]) -> str:
+    """The frontier as Markdown: per condition (mechanism x rate), every method's points with RMSE and
+    FID, those on the lower envelope in bold."""
+    parts = ["# The perception–distortion frontier",
+             f"Mean over {settings['repeats']} test masking(s) of {settings['test_size']} test examples (seeds "
+             f"{', '.join(map(str, settings['test_mask_seeds']))}); in parentheses the standard error in units "
+             "of the last digit. **Bold**: on the lower envelope (no other point has both a lower RMSE and a "
+             "lower FID). FID is on this project's classifier's features: compare orderings, not values."]
+    if settings.get("fine_tuned_methods"):
+        parts.append(f"{', '.join(_ordered(settings['fine_tuned_methods']))}: the knob is a training setting, so "
+                     f"every point (the trained model's own setting included) is the trained model fine-tuned "
+                     f"with it for {settings['fine_tune_epochs']} more epoch(s).")
+    for missingness, rate in _row_keys(points):
+        rows = []
+        for point in points:
+            if (point["missingness"], point["missing_rate"]) != (missingness, rate):
+                continue
+            cells = [point["method"], point["point"], format_estimate(point["rmse"]["mean"], point["rmse"]["stderr"], 4),
+                     format_estimate(point["fid"]["mean"], point["fid"]["stderr"], 2)]
+            rows.append([f"**{cell}**" for cell in cells] if point.get("on_envelope") else cells)
+        parts += [f"## {' '.join(_row_label(missingness, rate))}", _table(["method", "setting", "RMSE", "FID"], rows)]
+    return "\n\n".join(parts) + "\n"
+
+
+def plot_frontier(points: list[dict[str, Any]], path: str) -> None:
+    """RMSE against FID, one curve per method through its knob's settings (labelled), the lower
+    envelope dashed; one panel per mechanism x rate."""
+    conditions = _row_keys(points)
+    figure = Figure(figsize=(6.4 * len(conditions), 5.2))
+    FigureCanvasAgg(figure)
+    for axes, (missingness, rate) in zip(figure.subplots(1, len(conditions), squeeze=False)[0], conditions):
+        members = [point for point in points if (point["missingness"], point["missing_rate"]) == (missingness, rate)]
+        for method in _ordered([point["method"] for point in members]):
+            curve = [point for point in members if point["method"] == method]
+            axes.errorbar([p["rmse"]["mean"] for p in curve], [p["fid"]["mean"] for p in curve],
+                          xerr=[p["rmse"]["stderr"] or 0.0 for p in curve],
+                          yerr=[p["fid"]["stderr"] or 0.0 for p in curve], marker="o", capsize=2, label=method)
+            for p in curve:
+                axes.annotate(p["point"], (p["rmse"]["mean"], p["fid"]["mean"]), textcoords="offset points",
+                              xytext=(4, 4), fontsize=6)
+        envelope = sorted((p["rmse"]["mean"], p["fid"]["mean"]) for p in members if p.get("on_envelope"))
+        if envelope:
+            axes.step(*zip(*envelope), where="post", color="black", linestyle="--", linewidth=1,
+                      label="lower envelope")
+        axes.set_title(f"{' '.join(_row_label(missingness, rate))}: perception–distortion frontier")
+        axes.set_xlabel("RMSE over missing pixels (distortion)")
+        axes.set_ylabel("FID, classifier features (perception)")
+        axes.set_yscale("log")
         axes.grid(alpha=0.3)
         axes.legend(fontsize=8)
     figure.tight_layout()

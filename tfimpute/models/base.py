@@ -43,6 +43,7 @@ import tensorflow as tf
 from tfimpute import precision, signatures
 from tfimpute.data import MNIST_SHAPE
 from tfimpute.masks import TrainingExamples
+from tfimpute.models.capabilities import FrontierPoint
 from tfimpute.models.registry import Setting, settings_of
 from tfimpute.validation import check_images_and_mask
 
@@ -180,6 +181,8 @@ class Imputer(keras.Model):
     data_settings: tuple[str, ...] = ()
     # get_config() keys older versions wrote that are now derived from data_shape (dropped on reading).
     derived_settings: tuple[str, ...] = ()
+    # Settings added since workdirs were first written: an older config trained with their defaults.
+    added_settings: tuple[str, ...] = ()
     # Settings small enough to train and export in seconds: the contract test (tests/test_contract.py)
     # runs every registered model with them.
     tiny_settings: dict = {}
@@ -187,6 +190,9 @@ class Imputer(keras.Model):
     size_settings: tuple[str, ...] = ()
     # get_config() keys that only affect imputation: a trained workdir may change them (workdir.claim).
     inference_settings: tuple[str, ...] = ()
+    # The settings of the knob that trades distortion (RMSE) for perception (FID), swept by
+    # ``tfimpute.evaluate --frontier`` (paper §5's open question); empty: the trained model is one point.
+    frontier_points: tuple[FrontierPoint, ...] = ()
     # At most this many test examples in the training loop's per-epoch RMSE check (None: no limit),
     # for imputers whose imputation is an expensive search.
     epoch_eval_limit: int | None = None
@@ -212,10 +218,13 @@ class Imputer(keras.Model):
     @classmethod
     def upgraded_config(cls, config: dict) -> dict:
         """``config`` as written by any version in today's keys (renamed keys, derived ones dropped,
-        the MNIST shape of versions that knew no other)."""
+        added ones at their defaults, the MNIST shape of versions that knew no other)."""
         config = {cls.renamed_settings.get(key, key): value for key, value in config.items()
                   if key not in cls.derived_settings}
         config.setdefault("data_shape", list(MNIST_SHAPE))
+        defaults = settings_of(cls)
+        for name in cls.added_settings:
+            config.setdefault(name, defaults[name].default)
         return config
 
     @classmethod

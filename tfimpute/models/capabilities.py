@@ -28,6 +28,17 @@ class EpochImage:
     step: int | None = None
 
 
+@dataclasses.dataclass(frozen=True)
+class FrontierPoint:
+    """One setting of a model's perception–distortion knob (``Imputer.frontier_points``): a ``label``
+    for tables and plots and the ``settings`` that differ from the trained model's. Settings that are
+    all inference settings are applied to the trained model; a training setting (MisGAN's γ) makes
+    ``tfimpute.frontier`` fine-tune the trained model with it."""
+
+    label: str
+    settings: dict
+
+
 @runtime_checkable
 class GeneratesSamples(Protocol):
     """A generator of digits from latents (DCGAN, CGAN, MisGAN): what ``gan_report`` measures.

@@ -46,7 +46,7 @@ from tfimpute.errors import InvalidInputError
 from tfimpute.masks import TrainingExamples
 from tfimpute.models import gan
 from tfimpute.models.base import Imputer, keep_observed
-from tfimpute.models.capabilities import EpochImage
+from tfimpute.models.capabilities import EpochImage, FrontierPoint
 from tfimpute.models.registry import Setting, register_model, settings_of
 from tfimpute.models.replicas import StepDraws
 
@@ -76,6 +76,10 @@ class DCGAN(Imputer):
     inference_settings = ("search_steps", "search_restarts", "search_weight", "search_learning_rate",
                           "search_temperature", "latent_search", "encoder_search_steps",
                           "encoder_search_restarts")
+    # The restarts' average weighted by softmax(−loss / T): T = 0 keeps the best restart (sharp), a
+    # large T averages them (lower RMSE, blurrier).
+    frontier_points = tuple(FrontierPoint(f"T={temperature:g}", {"search_temperature": temperature})
+                            for temperature in (0.0, 1.0, 3.0, 10.0, 100.0))
     epoch_eval_limit = 64  # one search batch: about a minute on 2 CPU cores
     max_impute_batch = 64  # 64 digits x 16 restarts take about 200 MB during the search
 

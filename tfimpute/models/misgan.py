@@ -20,6 +20,13 @@ footnote 1): τ = 0, α = 0.1, β = 0.1, γ = 0, λ_GP = 10, 5 critic steps,
 latent size 128, batch 64, Adam(1e-4, β=(0.5, 0.9)) and 2e-4 for the imputer
 and its critic, "fusion" mask output, imputer with three 784-unit layers.
 
+Beyond the paper, ``misgan_holdout_weight`` (γ_h, 0 by default) adds a leave-out
+reconstruction loss to the imputer's: a fraction ``misgan_holdout_rate`` of each
+example's observed pixels is hidden from a second imputer pass and scored on it,
+the "leave-one-out style" loss of the LM-RBM paper's §5. It is this model's knob on
+the perception–distortion frontier (``tfimpute.evaluate --frontier`` fine-tunes a
+trained MisGAN with it): γ_h = 0 is the paper's MisGAN.
+
 The networks follow the data's shape (``data_shape``): images (H, W, C) get WGAN-GP's
 convolutional generators and critics (:func:`tfimpute.models.gan.conv_generator` /
 ``conv_critic``; for MNIST's (28, 28, 1) the paper's networks), vectors (D,) (tables)
@@ -45,7 +52,7 @@ from keras import layers
 from tfimpute import precision, signatures, visualize
 from tfimpute.models import gan
 from tfimpute.models.base import Imputer, keep_observed, sum_over_replicas
-from tfimpute.models.capabilities import EpochImage
+from tfimpute.models.capabilities import EpochImage, FrontierPoint
 from tfimpute.models.registry import Setting, register_model
 from tfimpute.models.replicas import StepDraws
 
@@ -73,6 +80,9 @@ class MisGAN(Imputer):
     renamed_settings = {"width": "gan_width", "tau": "misgan_tau", "alpha": "misgan_alpha",
                         "beta": "misgan_beta", "gamma": "misgan_gamma", "penalty_weight": "gradient_penalty"}
     tiny_settings = {"latent_size": 8, "gan_width": 4, "imputer_units": 16, "critic_steps": 2}
+    added_settings = ("misgan_holdout_weight", "misgan_holdout_rate")
+    frontier_points = tuple(FrontierPoint(f"γ_h={weight:g}", {"misgan_holdout_weight": weight})
+                            for weight in (0.0, 1.0, 10.0, 100.0))
 
     def __init__(self,
                  latent_size: Annotated[int, Setting("GAN latent vector size.")] = 128,
@@ -88,6 +98,12 @@ class MisGAN(Imputer):
                                                        "generator's.")] = 0.1,
                  misgan_gamma: Annotated[float, Setting("MisGAN γ: weight of the imputer's observed-pixel "
                                                         "loss.")] = 0.0,
+                 misgan_holdout_weight: Annotated[float, Setting(
+                     "MisGAN γ_h: weight of a leave-out reconstruction loss on observed pixels hidden from the "
+                     "imputer (LM-RBM paper §5; 0: the paper's MisGAN).")] = 0.0,
+                 misgan_holdout_rate: Annotated[float, Setting(
+                     "MisGAN: fraction of each example's observed pixels hidden for --misgan_holdout_weight's "
+                     "loss.")] = 0.2,
                  gradient_penalty: Annotated[float, Setting("WGAN-GP gradient penalty weight λ.")] = 10.0,
                  critic_steps: Annotated[int, Setting("Critic updates per generator update.")] = 5,
                  learning_rate: Annotated[float, Setting("Adam learning rate of the generators and "
@@ -102,6 +118,10 @@ class MisGAN(Imputer):
         penalty_weight = gradient_penalty
         if critic_steps < 1 or latent_size < 1 or width < 1 or imputer_units < 1:
             raise ValueError("critic_steps, latent_size, width and imputer_units must be >= 1")
+        if misgan_holdout_weight < 0 or not 0.0 < misgan_holdout_rate < 1.0:
+            raise ValueError(f"misgan_holdout_weight must be >= 0 and misgan_holdout_rate in (0, 1), got "
+                             f"{misgan_holdout_weight} and {misgan_holdout_rate}")
+        self.holdout_weight, self.holdout_rate = misgan_holdout_weight, misgan_holdout_rate
         self.latent_size, self.width, self.imputer_units = latent_size, width, imputer_units
         self.tau, self.alpha, self.beta, self.gamma = tau, alpha, beta, gamma
         self.penalty_weight, self.critic_steps = penalty_weight, critic_steps
@@ -139,7 +159,8 @@ class MisGAN(Imputer):
     def get_config(self) -> dict:
         return {**super().get_config(), "latent_size": self.latent_size, "gan_width": self.width,
                 "imputer_units": self.imputer_units, "misgan_tau": self.tau, "misgan_alpha": self.alpha,
-                "misgan_beta": self.beta, "misgan_gamma": self.gamma, "gradient_penalty": self.penalty_weight,
+                "misgan_beta": self.beta, "misgan_gamma": self.gamma, "misgan_holdout_weight": self.holdout_weight,
+                "misgan_holdout_rate": self.holdout_rate, "gradient_penalty": self.penalty_weight,
                 "critic_steps": self.critic_steps, "learning_rate": self.learning_rate,
                 "imputer_learning_rate": self.imputer_learning_rate,
                 "mask_temperature": self.mask_temperature, "seed": self.seed}
@@ -238,13 +259,17 @@ class MisGAN(Imputer):
         }
 
     def generator_losses(self, observed: tf.Tensor, mask: tf.Tensor, data_latent: tf.Tensor,
-                         mask_latent: tf.Tensor, noise: tf.Tensor) -> dict[str, tf.Tensor]:
-        """The generator-side objectives for the draws given (z for G_x, ε for G_m, imputer noise ω):
+                         mask_latent: tf.Tensor, noise: tf.Tensor,
+                         holdout: tf.Tensor | None = None) -> dict[str, tf.Tensor]:
+        """The generator-side objectives for the draws given (z for G_x, ε for G_m, imputer noise ω,
+        and U(0, 1) draws ``holdout`` like the data that pick the left-out pixels when γ_h > 0):
 
         * ``mask_generator_loss`` = L_m + α·L_x, with L_m = −E[D_m(G_m(ε))] and
           L_x = −E[D_x(G_x(z) ⊙ G_m(ε) + τ(1 − G_m(ε)))];
         * ``data_generator_loss`` = L_x + β·E[D_i(G_x(z))] (the generator's side of the imputer game);
-        * ``imputer_loss`` = L_i + γ·E[Σ m (I(·) − x)² / max(Σ m, 1)], with L_i = −E[D_i(imputation)].
+        * ``imputer_loss`` = L_i + γ·E[Σ m (I(·) − x)² / max(Σ m, 1)] + γ_h·E[Σ h (I(x ⊙ k, k) − x)² / max(Σ h, 1)],
+          with L_i = −E[D_i(imputation)], h = m ⊙ [holdout < misgan_holdout_rate] the left-out pixels
+          and k = m − h the ones the second pass sees.
 
         Pure: no variable changes (call it under a tape to differentiate).
         """
@@ -262,6 +287,16 @@ class MisGAN(Imputer):
             per_image = (tf.reduce_sum(tf.square(raw_imputation - observed) * mask, axis=axes)
                          / tf.maximum(tf.reduce_sum(mask, axis=axes), 1.0))
             imputer_loss += self.gamma * gan.replica_mean(per_image)
+        if self.holdout_weight > 0:
+            if holdout is None:
+                raise ValueError("misgan_holdout_weight > 0 needs the holdout draws")
+            left_out = mask * tf.cast(holdout < self.holdout_rate, mask.dtype)
+            kept = mask - left_out
+            reconstruction = self.imputer_output(observed * kept, kept, noise)
+            axes = gan.non_batch_axes(mask)
+            per_image = (tf.reduce_sum(tf.square(reconstruction - observed) * left_out, axis=axes)
+                         / tf.maximum(tf.reduce_sum(left_out, axis=axes), 1.0))
+            imputer_loss += self.holdout_weight * gan.replica_mean(per_image)
         return {"mask_generator_loss": mask_loss + self.alpha * data_loss,
                 "data_generator_loss": data_loss + self.beta * imputer_game,
                 "imputer_loss": imputer_loss}
@@ -270,11 +305,13 @@ class MisGAN(Imputer):
         """Updates G_m, G_x and the imputer against the current critics (replica context)."""
         batch_size = tf.shape(observed)[0]
         data_latent, mask_latent, noise, *_ = self._draws(batch_size, step, 1)
+        holdout = (StepDraws(self.seed, step, batch_size, 2).uniform(list(self.data_shape))
+                   if self.holdout_weight > 0 else None)
         players = (("mask_generator_loss", self.mask_generator, self.mask_generator_optimizer),
                    ("data_generator_loss", self.data_generator, self.data_generator_optimizer),
                    ("imputer_loss", self.imputer_network, self.imputer_optimizer))
         with tf.GradientTape(persistent=True) as tape:
-            losses = self.generator_losses(observed, mask, data_latent, mask_latent, noise)
+            losses = self.generator_losses(observed, mask, data_latent, mask_latent, noise, holdout)
             scaled = {name: optimizer.scale_loss(losses[name]) for name, _, optimizer in players}
         for name, network, optimizer in players:
             variables = network.trainable_variables

@@ -54,6 +54,7 @@ import tensorflow as tf
 from tfimpute import signatures
 from tfimpute.masks import TrainingExamples
 from tfimpute.models.base import OPTIMIZERS, Imputer, OptimizerSettings, keep_observed
+from tfimpute.models.capabilities import FrontierPoint
 from tfimpute.models.registry import Setting, register_model, settings_of
 from tfimpute.models.replicas import StepDraws, global_rows_of, global_sum, replica_rows
 
@@ -93,6 +94,12 @@ class RBM(OptimizerSettings, Imputer):
 
     scales_loss = False  # CD-1's updates are not gradients of a loss: no float16 loss scale
     inference_settings = ("impute_mode", "gibbs_steps")
+    # The paper's single pass (lowest RMSE), a sampled hidden layer, then Gibbs chains of growing length
+    # with the observed pixels clamped (sharper digits, higher RMSE).
+    frontier_points = (FrontierPoint("mean-field", {"impute_mode": "mean_field"}),
+                       FrontierPoint("sampled h", {"impute_mode": "sample"}),
+                       *(FrontierPoint(f"Gibbs {steps}", {"impute_mode": "gibbs", "gibbs_steps": steps})
+                         for steps in (1, 3, 10)))
     derived_settings = ("visible_units",)  # 0.1 stored it; it is the size of data_shape
     tiny_settings = {"hidden_units": 16, "learning_rate": 0.05, "momentum": 0.5}  # momentum: state applied once
     size_settings = ("hidden_units", "rank")

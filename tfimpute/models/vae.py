@@ -51,7 +51,7 @@ import tensorflow_probability as tfp
 
 from tfimpute import precision, signatures, visualize
 from tfimpute.models.base import keep_observed
-from tfimpute.models.capabilities import EpochImage
+from tfimpute.models.capabilities import EpochImage, FrontierPoint
 from tfimpute.models.generative import (GenerativeImputer, LearningRateSetting, MomentumSetting,
                                         OptimizerSetting, SeedSetting)
 from tfimpute.models.registry import Setting, register_model
@@ -103,6 +103,12 @@ class VAE(GenerativeImputer):
     renamed_settings = {"hidden_units": "vae_hidden_units", "impute_mode": "vae_impute_mode",
                         "impute_samples": "vae_impute_samples", "gibbs_steps": "vae_gibbs_steps"}
     tiny_settings = {"latent_dim": 2, "vae_hidden_units": [8], "vae_impute_samples": 3}
+    inference_settings = ("vae_impute_mode", "vae_impute_samples", "vae_gibbs_steps")
+    # K importance samples: many estimate the posterior mean E[x_m | x_o] (lowest RMSE); K = 1 is a
+    # single draw's decoder mean (a sharper, less averaged digit).
+    frontier_points = tuple(FrontierPoint(f"K={samples}", {"vae_impute_mode": "importance",
+                                                             "vae_impute_samples": samples})
+                            for samples in (100, 10, 3, 1))
 
     def __init__(self,
                  latent_dim: Annotated[int, Setting("VAE latent dimensions (seed: 20; 2 for the manifold "
