@@ -226,3 +226,30 @@ def test_fill_csv_fills_only_missing_cells_and_decodes_categories(tmp_path):
     assert (count, holes) == (4, 3)  # the empty size, the NA colour, the unknown category purple
     assert rows == [["size", "colour", "label"], ["1.5", "red", "a"], ["2.5", "blue", "b"],
                     ["3.0", "green", "a"], ["2.0", "green", "b"]]
+
+
+def test_the_frontier_scores_own_data_as_the_evaluation_does(wine_csv, tmp_path):
+    """On a table with holes of its own, a frontier point's RMSE is over the entries the data observed,
+    exactly the Table-1 evaluation's figure for the same model; without labels there is no FID to plot."""
+    common = [f"--dataset=csv:{wine_csv}", "--label_column=class", "--categorical_columns=colour",
+              "--methods=mean", "--missingness=independent", "--missing_rates=0.3", "--repeats=2",
+              f"--workdir={tmp_path / 'eval'}"]
+    table = run_here("tfimpute.evaluate", *common)
+    assert table.returncode == 0, table.stderr
+    swept = run_here("tfimpute.evaluate", "--frontier", *common)
+    assert swept.returncode == 0, swept.stderr
+    with open(tmp_path / "eval" / "results.json") as f:
+        cell = json.load(f)["cells"]["mean_independent_0.3"]
+    with open(tmp_path / "eval" / "frontier" / "frontier.json") as f:
+        point, = json.load(f)["points"]
+    assert point["rmse"]["values"] == pytest.approx(cell["rmse"]["values"], rel=1e-6)
+    assert point["fid"]["values"] == pytest.approx(cell["fid"]["values"], rel=1e-5)
+
+    diabetes = tmp_path / "diabetes.npz"
+    np.savez(diabetes, x=load_diabetes(scaled=False).data[:200].astype(np.float32))
+    refused = run_here("tfimpute.evaluate", "--frontier", f"--dataset=npz:{diabetes}", "--methods=mean",
+                       "--missingness=independent", "--missing_rates=0.3", f"--workdir={tmp_path / 'unlabelled'}")
+    assert refused.returncode == 2
+    assert refused.stderr.strip().splitlines()[-1] == (
+        f"error: --frontier scores perception by FID, which npz:{diabetes} cannot give (no labels to train a "
+        "feature classifier on)")

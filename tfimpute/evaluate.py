@@ -128,6 +128,8 @@ def main(argv: list[str]) -> None:
         raise InvalidInputError("--workdir is required")
     if FLAGS.repeats < 1:
         raise InvalidInputError("--repeats must be >= 1")
+    if FLAGS.frontier and FLAGS.frontier_fine_tune_epochs < 1:
+        raise InvalidInputError("--frontier_fine_tune_epochs must be >= 1")
     if FLAGS.epochs < 0 or FLAGS.batch_size < 1:
         raise InvalidInputError("--epochs must be >= 0 and --batch_size >= 1")
     cells = plan_cells(FLAGS.methods, FLAGS.missingness, parse_rates(FLAGS.missing_rates))

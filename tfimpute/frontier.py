@@ -31,7 +31,7 @@ from tfimpute.datasets import Dataset, as_dataset
 from tfimpute.errors import InvalidInputError
 from tfimpute.evaluation import (Cell, EvaluationSettings, TrainingRequest, is_finished, training_subset, cell_dataset,
                                  model_identity, summarize, test_imputations, trained_model)
-from tfimpute.experiment import train
+from tfimpute.experiment import own_holes, train
 from tfimpute.files import write_json_atomically
 from tfimpute.models import registry
 from tfimpute.models.capabilities import FrontierPoint
@@ -121,12 +121,14 @@ def point_workdir(cell: Cell, index: int, point: FrontierPoint, model_dir: str, 
 
 def evaluate_point(cell: Cell, point_dir: str, overrides: dict[str, Any], dataset: Dataset,
                    evaluation: EvaluationSettings, fid: FeatureFid) -> dict[str, Any]:
-    """RMSE over the missing test entries and FID of the imputed test examples, per test masking."""
+    """RMSE over the missing test entries (that the data observed) and FID of the imputed test
+    examples, per test masking."""
     model, config = workdir.load_trained(point_dir, overrides)
     cell_data = cell_dataset(cell, model, config, dataset)
+    own_test = own_holes(cell_data.test_mask, cell_data)
     figures: dict[str, list[float]] = {"rmse": [], "fid": []}
     for _, mask, _, imputed in test_imputations(cell, model, config["data"], cell_data, evaluation):
-        figures["rmse"].append(metrics.missing_rmse(cell_data.test_x, imputed, mask))
+        figures["rmse"].append(metrics.missing_rmse(cell_data.test_x, imputed, mask, own_test))
         figures["fid"].append(fid.fid(imputed))
     return {key: summarize(values) for key, values in figures.items()}
 
