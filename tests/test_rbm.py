@@ -262,6 +262,20 @@ def test_sample_mode_is_reproducible_by_seed():
     np.testing.assert_array_equal(one[mask == 1], observed[mask == 1])
 
 
+def test_sample_visible_mode_draws_binary_pixels_from_the_sampled_hidden_layers_means():
+    """--impute_mode=sample_visible: the ``sample`` mode's E[v | h] (same h draws), then each missing
+    pixel is 1 where U < E[v | h] with the U(0, 1) draws of fold_in(seed, 1)."""
+    model = make_rbm(True)
+    observed, mask = batch()
+    seed = tf.constant([5, 6], tf.int32)
+    means = model.impute_batch(tf.constant(observed), tf.constant(mask), seed, mode="sample").numpy()
+    drawn = model.impute_batch(tf.constant(observed), tf.constant(mask), seed, mode="sample_visible").numpy()
+    uniforms = tf.random.stateless_uniform(observed.shape, tf.random.experimental.stateless_fold_in(
+        tf.cast(seed, tf.int64), 1)).numpy()
+    np.testing.assert_array_equal(drawn, np.where(mask > 0, observed, (uniforms < means).astype(np.float32)))
+    assert 0.2 < drawn[mask == 0].mean() < 0.8  # both values occur
+
+
 def test_prepare_sets_lambda_and_visible_bias_from_observed_pixels_only():
     model = RBM(hidden_units=4)
     images = np.zeros((4, 28, 28, 1), np.float32)
