@@ -179,6 +179,13 @@ def training_subset(dataset: Dataset, train_size: int) -> Dataset:
 def trained_model(cell: Cell, model_dir: str, output_dir: str, dataset: Dataset,
                   training: TrainingRequest | None, log: Callable[[str], None]) -> tuple[Imputer, dict[str, Any]]:
     """The cell's model, trained first (or its training resumed) when needed."""
+    ensure_trained(cell, model_dir, output_dir, dataset, training, log)
+    return workdir.load_trained(model_dir)
+
+
+def ensure_trained(cell: Cell, model_dir: str, output_dir: str, dataset: Dataset,
+                   training: TrainingRequest | None, log: Callable[[str], None]) -> None:
+    """Trains the cell's model (or resumes its training) unless it has finished."""
     if not is_finished(model_dir):
         data = dict(training.data, missingness=cell.missingness, missing_rate=cell.missing_rate)
         marker = _training_marker(output_dir, cell)
@@ -189,7 +196,6 @@ def trained_model(cell: Cell, model_dir: str, output_dir: str, dataset: Dataset,
         train(cell.method, training_subset(dataset, data["train_size"]), data, training.model_settings,
               training.options, model_dir)
         os.remove(marker)
-    return workdir.load_trained(model_dir)
 
 
 def hidden_activations(model: HasHiddenFeatures, observed: np.ndarray, mask: np.ndarray) -> np.ndarray:
@@ -335,14 +341,18 @@ def model_identity(model_dir: str) -> dict[str, Any]:
             "checkpoint": os.path.basename(latest) if latest else None}
 
 
-def finished_cell(output_dir: str, cell: Cell, provenance: dict[str, Any]) -> dict[str, Any] | None:
-    """The stored result of ``cell`` if it was computed with the same model and settings."""
-    path = os.path.join(output_dir, CELLS_DIR, f"{cell.name}.json")
+def stored_result(path: str, provenance: dict[str, Any]) -> dict[str, Any] | None:
+    """The result stored at ``path`` if it was computed with the same ``provenance`` (model and settings)."""
     if not os.path.exists(path):
         return None
     with open(path) as f:
         stored = json.load(f)
     return stored if stored.get("provenance") == provenance else None
+
+
+def finished_cell(output_dir: str, cell: Cell, provenance: dict[str, Any]) -> dict[str, Any] | None:
+    """The stored result of ``cell`` if it was computed with the same model and settings."""
+    return stored_result(os.path.join(output_dir, CELLS_DIR, f"{cell.name}.json"), provenance)
 
 
 def save_cell(output_dir: str, result: dict[str, Any], grid: dict[str, np.ndarray]) -> None:

@@ -29,8 +29,8 @@ from tfimpute import metrics, report, workdir
 from tfimpute.classifier import FeatureFid
 from tfimpute.datasets import Dataset, as_dataset
 from tfimpute.errors import InvalidInputError
-from tfimpute.evaluation import (Cell, EvaluationSettings, TrainingRequest, is_finished, training_subset, cell_dataset,
-                                 model_identity, summarize, test_imputations, trained_model)
+from tfimpute.evaluation import (Cell, EvaluationSettings, TrainingRequest, cell_dataset, ensure_trained, is_finished,
+                                 model_identity, stored_result, summarize, test_imputations, training_subset)
 from tfimpute.experiment import own_holes, train
 from tfimpute.files import write_json_atomically
 from tfimpute.models import registry
@@ -146,15 +146,15 @@ def run_frontier(cells: list[Cell], models_dir: str, output_dir: str, dataset: D
     results: list[dict[str, Any]] = []
     for cell in cells:
         model_dir = os.path.join(models_dir, cell.name)
-        trained_model(cell, model_dir, output_dir, dataset, training, log)
+        ensure_trained(cell, model_dir, output_dir, dataset, training, log)
         points = points_of(cell.method)
         for index, point in enumerate(points):
             prefix = f"{cell.name} [{index + 1}/{len(points)}] {point.label}"
             point_dir, overrides = point_workdir(cell, index, point, model_dir, output_dir, dataset, settings, log)
             provenance = {**model_identity(point_dir), "settings": point.settings, "scoring": settings.as_dict()}
             path = os.path.join(frontier_dir, POINTS_DIR, f"{cell.name}_p{index}.json")
-            stored = _read_json(path)
-            if stored is not None and stored.get("provenance") == provenance:
+            stored = stored_result(path, provenance)
+            if stored is not None:
                 log(f"{prefix}: already scored (RMSE {stored['rmse']['mean']:.4f}, FID {stored['fid']['mean']:.2f})")
                 results.append(stored)
                 continue
@@ -167,13 +167,6 @@ def run_frontier(cells: list[Cell], models_dir: str, output_dir: str, dataset: D
             log(f"{prefix}: RMSE {result['rmse']['mean']:.4f}, FID {result['fid']['mean']:.2f}")
             results.append(result)
     return write_frontier(frontier_dir, results, run_settings, fid.info, log)
-
-
-def _read_json(path: str) -> dict[str, Any] | None:
-    if not os.path.exists(path):
-        return None
-    with open(path) as f:
-        return json.load(f)
 
 
 def condition(result: dict[str, Any]) -> str:

@@ -177,6 +177,24 @@ def markdown_report(cells: list[dict[str, Any]], settings: dict[str, Any],
     return "\n\n".join(parts) + "\n"
 
 
+def _rmse_fid_curve(axes, points: list[dict[str, Any]], labels: list[str], name: str, fontsize: int) -> None:
+    """One method's points as an RMSE-FID curve with standard-error bars, each point labelled."""
+    rmse = [point["rmse"]["mean"] for point in points]
+    fid = [point["fid"]["mean"] for point in points]
+    axes.errorbar(rmse, fid, xerr=[point["rmse"]["stderr"] or 0.0 for point in points],
+                  yerr=[point["fid"]["stderr"] or 0.0 for point in points], marker="o", capsize=2, label=name)
+    for label, x, y in zip(labels, rmse, fid):
+        axes.annotate(label, (x, y), textcoords="offset points", xytext=(4, 4), fontsize=fontsize)
+
+
+def _finish_rmse_fid_axes(axes, title: str, fid_label: str) -> None:
+    axes.set_title(title)
+    axes.set_xlabel("RMSE over missing pixels (distortion)")
+    axes.set_ylabel(fid_label)
+    axes.grid(alpha=0.3)
+    axes.legend(fontsize=8)
+
+
 def plot_perception_distortion(cells: list[dict[str, Any]], path: str) -> None:
     """RMSE vs FID, one curve per method across rates (labelled), one panel per mechanism."""
     mechanisms = _ordered([cell["missingness"] for cell in cells])
@@ -187,20 +205,10 @@ def plot_perception_distortion(cells: list[dict[str, Any]], path: str) -> None:
         for method in methods:
             points = sorted((cell["missing_rate"], cell) for cell in cells
                             if cell["method"] == method and cell["missingness"] == missingness)
-            if not points:
-                continue
-            rmse = [cell["rmse"]["mean"] for _, cell in points]
-            fid = [cell["fid"]["mean"] for _, cell in points]
-            axes.errorbar(rmse, fid, xerr=[cell["rmse"]["stderr"] or 0.0 for _, cell in points],
-                          yerr=[cell["fid"]["stderr"] or 0.0 for _, cell in points],
-                          marker="o", capsize=2, label=method)
-            for (rate, _), x, y in zip(points, rmse, fid):
-                axes.annotate(f"{rate:g}", (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7)
-        axes.set_title(f"{MECHANISM_LABELS.get(missingness, missingness)} (labels: missing rate)")
-        axes.set_xlabel("RMSE over missing pixels (distortion)")
-        axes.set_ylabel("FID, MNIST-classifier features (perception)")
-        axes.grid(alpha=0.3)
-        axes.legend(fontsize=8)
+            if points:
+                _rmse_fid_curve(axes, [cell for _, cell in points], [f"{rate:g}" for rate, _ in points], method, 7)
+        _finish_rmse_fid_axes(axes, f"{MECHANISM_LABELS.get(missingness, missingness)} (labels: missing rate)",
+                              "FID, MNIST-classifier features (perception)")
     figure.tight_layout()
     figure.savefig(path, dpi=110)
 
@@ -239,22 +247,14 @@ def plot_frontier(points: list[dict[str, Any]], path: str) -> None:
         members = [point for point in points if (point["missingness"], point["missing_rate"]) == (missingness, rate)]
         for method in _ordered([point["method"] for point in members]):
             curve = [point for point in members if point["method"] == method]
-            axes.errorbar([p["rmse"]["mean"] for p in curve], [p["fid"]["mean"] for p in curve],
-                          xerr=[p["rmse"]["stderr"] or 0.0 for p in curve],
-                          yerr=[p["fid"]["stderr"] or 0.0 for p in curve], marker="o", capsize=2, label=method)
-            for p in curve:
-                axes.annotate(p["point"], (p["rmse"]["mean"], p["fid"]["mean"]), textcoords="offset points",
-                              xytext=(4, 4), fontsize=6)
+            _rmse_fid_curve(axes, curve, [point["point"] for point in curve], method, 6)
         envelope = sorted((p["rmse"]["mean"], p["fid"]["mean"]) for p in members if p.get("on_envelope"))
         if envelope:
             axes.step(*zip(*envelope), where="post", color="black", linestyle="--", linewidth=1,
                       label="lower envelope")
-        axes.set_title(f"{' '.join(_row_label(missingness, rate))}: perception–distortion frontier")
-        axes.set_xlabel("RMSE over missing pixels (distortion)")
-        axes.set_ylabel("FID, classifier features (perception)")
         axes.set_yscale("log")
-        axes.grid(alpha=0.3)
-        axes.legend(fontsize=8)
+        _finish_rmse_fid_axes(axes, f"{' '.join(_row_label(missingness, rate))}: perception–distortion frontier",
+                              "FID, classifier features (perception)")
     figure.tight_layout()
     figure.savefig(path, dpi=110)
 
