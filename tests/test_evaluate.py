@@ -2,6 +2,7 @@
 
 import json
 import re
+import shutil
 
 import numpy as np
 import pytest
@@ -74,6 +75,74 @@ def test_evaluate_writes_results_and_resumes_without_recomputing(mnist_dir, clas
     assert messages[0].startswith("[1/2] mean_square_0.6: already evaluated")
     assert resumed[0] == cell
     assert resumed[1]["rmse"] == results["cells"]["inpaint_square_0.6"]["rmse"]
+
+
+def evaluate_in_process(cells, models_dir, output_dir, mnist_dir, classifier_dir, log=lambda message: None):
+    """run_evaluation as the program calls it, on 300 training and 100 test digits (mean and inpaint)."""
+    settings = evaluation.EvaluationSettings(repeats=2, test_size=100, test_mask_seed=1000,
+                                           classifier_dir=classifier_dir)
+    training = evaluation.TrainingRequest(data={"train_size": 300, "test_size": 100, "mask_seed": 0, "num_patches": 0},
+                                        model_settings={}, options=TrainingOptions(epochs=1, batch_size=64))
+    return evaluation.run_evaluation(cells, str(models_dir), str(output_dir), load_mnist(mnist_dir, 300, 100),
+                                     FeatureFid(classifier_dir), settings, training,
+                                     {"dataset": "mnist", **settings.as_dict()}, log=log)
+
+
+def test_collect_tabulates_cells_evaluated_in_separate_runs(mnist_dir, classifier_dir, tmp_path):
+    """Two runs (say two machines) evaluate one cell each; --collect makes their one table from the
+    stored cells alone, and refuses a cell whose FID came from another classifier."""
+    own_classifier = tmp_path / "classifier"  # retrained below
+    shutil.copytree(classifier_dir, own_classifier)
+    table = tmp_path / "table"
+    separate = {}
+    for method in ("mean", "inpaint"):
+        cell = evaluation.Cell(method, "square", 0.6)
+        [separate[cell.name]] = evaluate_in_process([cell], tmp_path / f"models_{method}", tmp_path / method,
+                                                    mnist_dir, str(own_classifier))
+        (table / "cells").mkdir(parents=True, exist_ok=True)
+        for suffix in (".json", ".npz"):
+            shutil.copy(tmp_path / method / "cells" / f"{cell.name}{suffix}", table / "cells")
+    args = ["--collect", "--methods=mean,inpaint", "--missingness=square", "--missing_rates=0.6"]
+    collected = run_here("tfimpute.evaluate", *args, f"--output_dir={table}")
+    assert collected.returncode == 0, collected.stderr
+    with open(table / "results.json") as f:
+        results = json.load(f)
+    assert results["cells"] == separate  # every figure as each run stored it
+    assert results["settings"]["test_mask_seeds"] == [1000, 1001] and results["settings"]["collected"]
+    assert results["classifier"] == FeatureFid(classifier_dir).info
+    assert "| S.O. | 0.6 | " in (table / "results.md").read_text()
+    for name in ("perception_distortion.png", "imputations.png"):
+        assert (table / name).stat().st_size > 1000
+
+    partial = run_here("tfimpute.evaluate", "--collect", "--methods=mean,inpaint,rbm", "--missingness=square",
+                       "--missing_rates=0.6", f"--output_dir={table}")
+    assert partial.returncode == 0, partial.stderr
+    assert partial.stdout.strip().endswith("; not evaluated yet: rbm_square_0.6")
+    assert "collected 2 of 3 cells" in partial.stdout
+    assert "Not evaluated yet: rbm_square_0.6." in (table / "results.md").read_text()
+    none = run_here("tfimpute.evaluate", "--collect", "--methods=rbm", "--missingness=square",
+                    "--missing_rates=0.6", f"--output_dir={table}")
+    assert none.returncode == 2
+    assert none.stderr.strip().splitlines()[-1] == (
+        f"error: {table / 'cells'}: none of the 1 cells asked for has been evaluated there; evaluate them "
+        "first (without --collect)")
+
+    # The classifier retrained in the same place (other weights, so other reference statistics):
+    # the stored FID is stale and the cell is scored again ...
+    with np.load(own_classifier / "reference_statistics.npz") as reference:
+        statistics = dict(reference)
+    np.savez(own_classifier / "reference_statistics.npz", **{**statistics, "mean": statistics["mean"] + 1e-3})
+    messages = []
+    evaluate_in_process([evaluation.Cell("inpaint", "square", 0.6)], tmp_path / "models_inpaint", tmp_path / "inpaint",
+                        mnist_dir, str(own_classifier), log=messages.append)
+    assert any(message.startswith("[1/1] inpaint_square_0.6: evaluating") for message in messages), messages
+    # ... and it cannot stand in the table beside a cell scored with the first classifier.
+    shutil.copy(tmp_path / "inpaint" / "cells" / "inpaint_square_0.6.json", table / "cells")
+    refused = run_here("tfimpute.evaluate", *args, f"--output_dir={table}")
+    assert refused.returncode == 2
+    assert refused.stderr.strip().splitlines()[-1] == (
+        f"error: {table / 'cells' / 'inpaint_square_0.6.json'}: evaluated with another FID classifier than "
+        "mean_square_0.6; cells must share them to stand in one table")
 
 
 def test_bad_input_gives_a_one_line_error(classifier_dir, tmp_path):

@@ -22,6 +22,8 @@ settings; written last, so its presence marks a finished directory).
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import json
 import os
 import sys
@@ -186,6 +188,17 @@ class FeatureFid:
         with np.load(os.path.join(classifier_dir, REFERENCE_FILE)) as reference:
             self.reference_mean = reference["mean"]
             self.reference_covariance = reference["covariance"]
+
+    @functools.cached_property
+    def identity(self) -> dict[str, Any]:
+        """What the FID depends on: the dataset, the feature layer and a SHA-256 of the classifier's
+        weights and reference statistics. Two classifiers trained alike on different machines share
+        it only if their weights came out bit for bit the same."""
+        digest = hashlib.sha256()
+        for array in [*self.classifier.get_weights(), self.reference_mean, self.reference_covariance]:
+            digest.update(np.ascontiguousarray(array).tobytes())
+        return {"dataset": self.info.get("dataset", MNIST), "feature_layer": self.info["feature_layer"],
+                "train_size": self.info["train_size"], "sha256": digest.hexdigest()}
 
     def features(self, images: np.ndarray) -> np.ndarray:
         return self.extractor.predict(np.asarray(images, dtype=np.float32), batch_size=1000, verbose=0)

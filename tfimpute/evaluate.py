@@ -46,6 +46,13 @@ interrupted evaluation resumes with the next cell; then, after every cell,
 ``results.json`` (every figure, its standard error and the settings), ``results.md``
 (Table 1's layout, next to the paper's), ``perception_distortion.png`` and
 ``imputations.png``.
+
+``--collect`` writes those four files from the cells stored in ``OUTPUT_DIR/cells`` alone,
+without models or data: a table whose cells were evaluated in several runs (other machines,
+sessions or cluster jobs, each with ``--output_dir`` pointing at copies of the same folder).
+The cells must share the test maskings, the logistic fit and the FID classifier (the hash of
+its weights); otherwise the first that differs is named in one line. Cells asked for but not
+evaluated yet are named in the output and in ``results.md``.
 """
 
 from __future__ import annotations
@@ -62,8 +69,8 @@ from tfimpute.classifier import FeatureFid, default_classifier_dir
 from tfimpute.errors import InvalidInputError
 from tfimpute.metrics import LogisticFit
 from tfimpute.models import registry
-from tfimpute.evaluation import (EvaluationSettings, TrainingRequest, check_cell, parse_rates, plan_cells,
-                                 run_evaluation)
+from tfimpute.evaluation import (RESULTS_FILE, TABLE_FILE, Cell, EvaluationSettings, TrainingRequest, check_cell,
+                                 collect_results, parse_rates, plan_cells, run_evaluation, write_outputs)
 from tfimpute.training import TrainingOptions
 
 FLAGS = flags.FLAGS
@@ -97,6 +104,11 @@ def define_flags() -> None:
     flags.DEFINE_boolean("frontier", False,
                          "Sweep each method's perception–distortion knob (RMSE and FID per setting, the lower "
                          "envelope) into OUTPUT_DIR/frontier instead of the Table-1 evaluation.")
+    flags.DEFINE_boolean("collect", False,
+                         "Write the table and plots of the cells already evaluated into OUTPUT_DIR/cells, in "
+                         "this run or in earlier ones (other machines or cluster jobs), without their models "
+                         "or data; they must share the test maskings and the FID classifier. Cells not "
+                         "evaluated yet are named in the output.")
     flags.DEFINE_integer("frontier_fine_tune_epochs", 1,
                          "--frontier: epochs a method whose knob is a training setting (MisGAN's γ_h) is "
                          "fine-tuned from its trained model at each setting.")
@@ -123,7 +135,35 @@ def feature_fid(dataset: datasets.Dataset, classifier_dir: str) -> FeatureFid | 
     return FeatureFid(classifier_dir, dataset.name)
 
 
+def collect(cells: list[Cell], output_dir: str) -> None:
+    """``--collect``: results.json, results.md and the plots of stored cells (no model, no data read)."""
+    results, missing = collect_results(cells, output_dir)
+    provenance = results[0]["provenance"]
+    run_settings = {
+        "dataset": results[0]["model"]["config"]["data"].get("dataset", datasets.MNIST),
+        "methods": list(dict.fromkeys(cell.method for cell in cells)),
+        "missingness": list(dict.fromkeys(cell.missingness for cell in cells)),
+        "missing_rates": list(dict.fromkeys(cell.missing_rate for cell in cells)),
+        "models_dirs": sorted({os.path.dirname(result["provenance"]["model_workdir"]) for result in results}),
+        **provenance["evaluation"],
+        "collected": True,
+        "not_evaluated": missing,
+    }
+    write_outputs(output_dir, results, run_settings, results[0]["classifier"])
+    print(f"collected {len(results)} of {len(cells)} cells into {os.path.join(output_dir, RESULTS_FILE)} and "
+          f"{os.path.join(output_dir, TABLE_FILE)}" + (f"; not evaluated yet: {', '.join(missing)}" if missing else ""))
+
+
 def main(argv: list[str]) -> None:
+    if FLAGS.collect:
+        if FLAGS.frontier:
+            raise InvalidInputError("--collect and --frontier do not go together: --collect tabulates "
+                                    "evaluated cells")
+        if not (FLAGS.output_dir or FLAGS.workdir):
+            raise InvalidInputError("--collect needs --output_dir (or --workdir): where the evaluated cells are")
+        collect(plan_cells(FLAGS.methods, FLAGS.missingness, parse_rates(FLAGS.missing_rates)),
+                FLAGS.output_dir or FLAGS.workdir)
+        return
     if not FLAGS.workdir:
         raise InvalidInputError("--workdir is required")
     if FLAGS.repeats < 1:

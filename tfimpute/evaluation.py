@@ -341,6 +341,13 @@ def model_identity(model_dir: str) -> dict[str, Any]:
             "checkpoint": os.path.basename(latest) if latest else None}
 
 
+def cell_provenance(model_dir: str, settings: EvaluationSettings, fid: FeatureFid | None) -> dict[str, Any]:
+    """What a cell's figures come from: its model, the evaluation settings and the FID classifier's
+    identity (its weights' hash, so that a classifier retrained in the same place makes the FID stale)."""
+    return dict(model_identity(model_dir), evaluation=settings.as_dict(),
+                classifier=None if fid is None else fid.identity)
+
+
 def stored_result(path: str, provenance: dict[str, Any]) -> dict[str, Any] | None:
     """The result stored at ``path`` if it was computed with the same ``provenance`` (model and settings)."""
     if not os.path.exists(path):
@@ -361,7 +368,7 @@ def save_cell(output_dir: str, result: dict[str, Any], grid: dict[str, np.ndarra
     os.makedirs(cells_dir, exist_ok=True)
     temporary = os.path.join(cells_dir, f"{result['cell']}.tmp.npz")
     with open(temporary, "wb") as f:
-        np.savez(f, **grid)
+        np.savez_compressed(f, **grid)
     os.replace(temporary, os.path.join(cells_dir, f"{result['cell']}.npz"))
     write_json_atomically(os.path.join(cells_dir, f"{result['cell']}.json"), result)
 
@@ -406,7 +413,7 @@ def run_evaluation(cells: list[Cell], models_dir: str, output_dir: str, dataset:
         prefix = f"[{index}/{len(cells)}] {cell.name}"
         provenance = None
         if is_finished(model_dir):
-            provenance = dict(model_identity(model_dir), evaluation=settings.as_dict())
+            provenance = cell_provenance(model_dir, settings, fid)
             result = finished_cell(output_dir, cell, provenance)
             if result is not None:
                 log(f"{prefix}: already evaluated ({figures_line(result)})")
@@ -414,12 +421,13 @@ def run_evaluation(cells: list[Cell], models_dir: str, output_dir: str, dataset:
                 continue
         model, config = trained_model(cell, model_dir, output_dir, dataset, training, log)
         if provenance is None:
-            provenance = dict(model_identity(model_dir), evaluation=settings.as_dict())
+            provenance = cell_provenance(model_dir, settings, fid)
         log(f"{prefix}: evaluating the model in {model_dir}")
         result, grid = evaluate_cell(cell, model, config, dataset, settings, fid)
         with open(os.path.join(model_dir, "metrics.json")) as f:
             result["model"] = {"config": config, "metrics": json.load(f)}
         result["provenance"] = provenance
+        result["classifier"] = None if fid is None else fid.info
         save_cell(output_dir, result, grid)
         seconds = result["seconds"]
         log(f"{prefix}: {figures_line(result)}; {seconds['impute_training_digits']:.1f}s imputing and "
@@ -432,3 +440,40 @@ def run_evaluation(cells: list[Cell], models_dir: str, output_dir: str, dataset:
     return results
 
 
+
+
+def comparable_settings(result: dict[str, Any]) -> dict[str, Any]:
+    """What two cells must share to stand in one table: the test maskings, the logistic fit and the
+    FID classifier itself (not the directory it was read from, which differs between machines)."""
+    provenance = result["provenance"]
+    return {**{key: value for key, value in provenance["evaluation"].items() if key != "classifier_dir"},
+            "FID classifier": provenance["classifier"]}
+
+
+def collect_results(cells: list[Cell], output_dir: str) -> tuple[list[dict[str, Any]], list[str]]:
+    """The stored results of those ``cells`` evaluated so far (``OUTPUT_DIR/cells``), in one run or in
+    several (other machines, sessions or cluster jobs), after checking that they are comparable;
+    and the names of the cells not evaluated yet. None evaluated is an error."""
+    results: list[dict[str, Any]] = []
+    missing: list[str] = []
+    for cell in cells:
+        path = os.path.join(output_dir, CELLS_DIR, f"{cell.name}.json")
+        if not (os.path.exists(path) and os.path.exists(path[:-len(".json")] + ".npz")):
+            missing.append(cell.name)
+            continue
+        with open(path) as f:
+            result = json.load(f)
+        if "classifier" not in result.get("provenance", {}):
+            raise WorkdirError(f"{path}: evaluated before cells recorded their FID classifier; evaluate "
+                               "the cell again")
+        if results:
+            reference, own = comparable_settings(results[0]), comparable_settings(result)
+            differing = [key for key in reference if reference[key] != own.get(key)]
+            if differing:
+                raise WorkdirError(f"{path}: evaluated with another {', '.join(differing)} than "
+                                   f"{results[0]['cell']}; cells must share them to stand in one table")
+        results.append(result)
+    if not results:
+        raise WorkdirError(f"{os.path.join(output_dir, CELLS_DIR)}: none of the {len(cells)} cells asked for "
+                           "has been evaluated there; evaluate them first (without --collect)")
+    return results, missing

@@ -151,7 +151,8 @@ def run_frontier(cells: list[Cell], models_dir: str, output_dir: str, dataset: D
         for index, point in enumerate(points):
             prefix = f"{cell.name} [{index + 1}/{len(points)}] {point.label}"
             point_dir, overrides = point_workdir(cell, index, point, model_dir, output_dir, dataset, settings, log)
-            provenance = {**model_identity(point_dir), "settings": point.settings, "scoring": settings.as_dict()}
+            provenance = {**model_identity(point_dir), "settings": point.settings, "scoring": settings.as_dict(),
+                          "classifier": fid.identity}
             path = os.path.join(frontier_dir, POINTS_DIR, f"{cell.name}_p{index}.json")
             stored = stored_result(path, provenance)
             if stored is not None:

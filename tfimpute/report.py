@@ -171,6 +171,8 @@ def markdown_report(cells: list[dict[str, Any]], settings: dict[str, Any],
         "training examples it was trained on, scored on the imputed test examples; RBM †: the same on "
         "hidden-layer activations p(h | v_o).",
     ]
+    if settings.get("not_evaluated"):
+        parts.append(f"Not evaluated yet: {', '.join(settings['not_evaluated'])}.")
     paper = paper_table(cells) if dataset == MNIST else None
     if paper is not None:
         parts += ["## The paper's Table 1 for the same cells", paper]
