@@ -138,8 +138,11 @@ def test_training_ignores_missing_values_and_checkpoints_every_variable(tmp_path
         model = RealNVP(coupling_layers=2, coupling_hidden_units=8, coupling_hidden_layers=1, flow_impute_steps=2,
                         flow_train_fill_steps=2, seed=1)
         model.compile(optimizer=keras.optimizers.Adam(1e-3))
-        run_training(model, train_data, ArrayTestSplit(images[32:], mask[32:]), str(tmp_path / name), OPTIONS, {})
+        result = run_training(model, train_data, ArrayTestSplit(images[32:], mask[32:]), str(tmp_path / name),
+                              OPTIONS, {})
         models.append(model)
+    # The bar of seed 002 (bits/dim of the test digits) is in metrics.json: the whole split, complete.
+    assert result["test_bits_per_dim"] == pytest.approx(float(models[1].bits_per_dim(images[32:]).mean()), rel=1e-6)
     for a, b in zip(models[0].get_weights(), models[1].get_weights()):
         np.testing.assert_array_equal(a, b)
     assert len(models[0].trainable_variables) == 2 * (2 + 2 + 1)  # per coupling: hidden, output, scale

@@ -42,6 +42,7 @@ from tfimpute.errors import ClusterError, InvalidInputError, Terminated, Workdir
 from tfimpute.files import write_json_atomically
 from tfimpute.masks import IncompleteData
 from tfimpute.models.base import Imputer
+from tfimpute.models.capabilities import HasValidationLoss
 from tfimpute.streaming import StreamedData, StreamedTestSplit
 
 
@@ -429,9 +430,13 @@ def run_training(model: Imputer, train_data: TrainingData, test_data: TestData, 
     del preemption
 
     per_example = []  # the RMSE of each test example, a chunk of the split at a time
+    test_losses: dict[str, float] = {}  # the curves' validation losses over the whole split
     for chunk, (images, mask, data_mask) in enumerate(test_data.chunks()):
         imputed = model.impute(model_inputs(images) * mask, mask, seed=chunk)
         per_example.append(metrics.per_image_missing_rmse(images, imputed, mask, data_mask))
+        if isinstance(model, HasValidationLoss):  # means per example: weighted by the chunk's size
+            for name, value in model.validation_losses(images, mask).items():
+                test_losses[f"test_{name}"] = test_losses.get(f"test_{name}", 0.0) + value * len(images)
     if model.is_image_model:
         visualize.save_png(imputation_grid(model, grid_images, grid_mask),
                            os.path.join(workdir, "imputations.png"))
@@ -441,6 +446,7 @@ def run_training(model: Imputer, train_data: TrainingData, test_data: TestData, 
         "epochs": int(progress.epoch.numpy()) if model.trainable_imputer else 0,
         "train_seconds": round(float(progress.train_seconds.numpy()), 2),
         "test_size": len(test_data),
+        **{name: total / len(test_data) for name, total in test_losses.items()},
     })
     write_json_atomically(metrics_path, result)
     return result
