@@ -127,6 +127,17 @@ def test_collect_tabulates_cells_evaluated_in_separate_runs(mnist_dir, classifie
         f"error: {table / 'cells'}: none of the 1 cells asked for has been evaluated there; evaluate them "
         "first (without --collect)")
 
+    # A part evaluated on other data cannot join.
+    stored = (table / "cells" / "inpaint_square_0.6.json").read_text()
+    other_data = json.loads(stored)
+    other_data["model"]["config"]["data"]["split_seed"] = 5
+    (table / "cells" / "inpaint_square_0.6.json").write_text(json.dumps(other_data))
+    refused = run_here("tfimpute.evaluate", *args, f"--output_dir={table}")
+    assert refused.returncode == 2
+    assert ("inpaint_square_0.6.json: evaluated with another dataset ({'split_seed': 5}) than mean_square_0.6 "
+            "({'dataset': 'mnist'})") in refused.stderr.strip().splitlines()[-1]
+    (table / "cells" / "inpaint_square_0.6.json").write_text(stored)
+
     # The classifier retrained in the same place (other weights, so other reference statistics):
     # the stored FID is stale and the cell is scored again ...
     with np.load(own_classifier / "reference_statistics.npz") as reference:
@@ -140,9 +151,15 @@ def test_collect_tabulates_cells_evaluated_in_separate_runs(mnist_dir, classifie
     shutil.copy(tmp_path / "inpaint" / "cells" / "inpaint_square_0.6.json", table / "cells")
     refused = run_here("tfimpute.evaluate", *args, f"--output_dir={table}")
     assert refused.returncode == 2
+    retrained_hash, first_hash = (FeatureFid(path).identity["sha256"][:12] for path in (own_classifier, classifier_dir))
     assert refused.stderr.strip().splitlines()[-1] == (
-        f"error: {table / 'cells' / 'inpaint_square_0.6.json'}: evaluated with another FID classifier than "
-        "mean_square_0.6; cells must share them to stand in one table")
+        f"error: {table / 'cells' / 'inpaint_square_0.6.json'}: evaluated with another FID classifier (SHA-256 "
+        f"{retrained_hash}…) than mean_square_0.6 (SHA-256 {first_hash}…); the cells of one table must share it")
+    (table / "cells" / "inpaint_square_0.6.npz").unlink()
+    unpaired = run_here("tfimpute.evaluate", *args, f"--output_dir={table}")
+    assert unpaired.stderr.strip().splitlines()[-1] == (
+        f"error: {table / 'cells' / 'inpaint_square_0.6.json'}: no inpaint_square_0.6.npz beside it (the grid "
+        "digits); copy both files of a cell")
 
 
 def test_bad_input_gives_a_one_line_error(classifier_dir, tmp_path):

@@ -145,7 +145,8 @@ def collect(cells: list[Cell], output_dir: str) -> None:
         "missingness": list(dict.fromkeys(cell.missingness for cell in cells)),
         "missing_rates": list(dict.fromkeys(cell.missing_rate for cell in cells)),
         "models_dirs": sorted({os.path.dirname(result["provenance"]["model_workdir"]) for result in results}),
-        **provenance["evaluation"],
+        **{key: value for key, value in provenance["evaluation"].items() if key != "classifier_dir"},
+        "classifier_sha256": None if provenance["classifier"] is None else provenance["classifier"]["sha256"],
         "collected": True,
         "not_evaluated": missing,
     }

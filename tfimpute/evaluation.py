@@ -440,14 +440,19 @@ def run_evaluation(cells: list[Cell], models_dir: str, output_dir: str, dataset:
     return results
 
 
-
-
 def comparable_settings(result: dict[str, Any]) -> dict[str, Any]:
-    """What two cells must share to stand in one table: the test maskings, the logistic fit and the
-    FID classifier itself (not the directory it was read from, which differs between machines)."""
-    provenance = result["provenance"]
-    return {**{key: value for key, value in provenance["evaluation"].items() if key != "classifier_dir"},
+    """What two cells must share to stand in one table: the data, the test maskings, the logistic fit
+    and the FID classifier itself (not the directory it was read from, which differs between machines)."""
+    provenance, data = result["provenance"], result["model"]["config"]["data"]
+    return {"dataset": {key: data[key] for key in DATASET_KEYS if key in data} or {"dataset": MNIST},
+            **{key: value for key, value in provenance["evaluation"].items() if key != "classifier_dir"},
             "FID classifier": provenance["classifier"]}
+
+
+def _shown(key: str, value: Any) -> str:
+    if key == "FID classifier":
+        return "none" if value is None else f"SHA-256 {value['sha256'][:12]}…"
+    return repr(value)
 
 
 def collect_results(cells: list[Cell], output_dir: str) -> tuple[list[dict[str, Any]], list[str]]:
@@ -458,9 +463,11 @@ def collect_results(cells: list[Cell], output_dir: str) -> tuple[list[dict[str, 
     missing: list[str] = []
     for cell in cells:
         path = os.path.join(output_dir, CELLS_DIR, f"{cell.name}.json")
-        if not (os.path.exists(path) and os.path.exists(path[:-len(".json")] + ".npz")):
+        if not os.path.exists(path):
             missing.append(cell.name)
             continue
+        if not os.path.exists(os.path.join(output_dir, CELLS_DIR, f"{cell.name}.npz")):
+            raise WorkdirError(f"{path}: no {cell.name}.npz beside it (the grid digits); copy both files of a cell")
         with open(path) as f:
             result = json.load(f)
         if "classifier" not in result.get("provenance", {}):
@@ -470,8 +477,10 @@ def collect_results(cells: list[Cell], output_dir: str) -> tuple[list[dict[str, 
             reference, own = comparable_settings(results[0]), comparable_settings(result)
             differing = [key for key in reference if reference[key] != own.get(key)]
             if differing:
-                raise WorkdirError(f"{path}: evaluated with another {', '.join(differing)} than "
-                                   f"{results[0]['cell']}; cells must share them to stand in one table")
+                key = differing[0]
+                raise WorkdirError(f"{path}: evaluated with another {key} ({_shown(key, own.get(key))}) than "
+                                   f"{results[0]['cell']} ({_shown(key, reference[key])}); the cells of one "
+                                   "table must share it")
         results.append(result)
     if not results:
         raise WorkdirError(f"{os.path.join(output_dir, CELLS_DIR)}: none of the {len(cells)} cells asked for "

@@ -434,7 +434,9 @@ def run_training(model: Imputer, train_data: TrainingData, test_data: TestData, 
     for chunk, (images, mask, data_mask) in enumerate(test_data.chunks()):
         imputed = model.impute(model_inputs(images) * mask, mask, seed=chunk)
         per_example.append(metrics.per_image_missing_rmse(images, imputed, mask, data_mask))
-        if isinstance(model, HasValidationLoss):  # means per example: weighted by the chunk's size
+        # Means per example, weighted by the chunk's size; data with holes of their own have no
+        # complete test examples to score.
+        if isinstance(model, HasValidationLoss) and data_mask is None:
             for name, value in model.validation_losses(images, mask).items():
                 test_losses[f"test_{name}"] = test_losses.get(f"test_{name}", 0.0) + value * len(images)
     if model.is_image_model:
