@@ -240,6 +240,30 @@ def test_gibbs_imputation_averages_the_clamped_chains_conditional_means():
         RBM(hidden_units=4, gibbs_steps=0)
 
 
+@pytest.mark.parametrize("linearized", [True, False])
+def test_mean_field_steps_iterate_the_clamped_fixed_point(linearized):
+    """--mean_field_steps against NumPy: the single pass (b_m only in the first p(h | v_o)), then
+    each step p(h | v) of the completed v, v = σ(Wh + b) again; deterministic, observed kept."""
+    model = make_rbm(linearized, mean_field_steps=2)
+    observed, mask = batch()
+    imputed = model.impute(observed, mask).reshape(6, 784)
+    v, obs = observed.reshape(6, 784).astype(np.float64), mask.reshape(6, 784).astype(np.float64)
+    w, b = model.kernel.numpy().astype(np.float64), model.visible_bias.numpy().astype(np.float64)
+    c = model.hidden_bias.numpy().astype(np.float64)
+    b_m = sigmoid(b) * (1 - obs) if linearized else 0.0
+    mean = sigmoid(sigmoid((v * obs + b_m) @ w + c) @ w.T + b)
+    single_pass = np.where(obs > 0, v, mean)
+    for _ in range(2):
+        mean = sigmoid(sigmoid((v * obs + mean * (1 - obs)) @ w + c) @ w.T + b)
+    np.testing.assert_allclose(imputed, np.where(obs > 0, v, mean), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(make_rbm(linearized).impute(observed, mask).reshape(6, 784), single_pass,
+                               rtol=1e-4, atol=1e-5)  # 0 steps: the paper's single pass
+    assert np.abs(imputed - single_pass).max() > 0.05
+    np.testing.assert_array_equal(model.impute(observed, mask, seed=7).reshape(6, 784), imputed)
+    with pytest.raises(ValueError, match="mean_field_steps must be >= 0"):
+        RBM(hidden_units=4, mean_field_steps=-1)
+
+
 def test_missing_pixel_values_do_not_reach_the_model():
     model = make_rbm(True)
     rng = np.random.default_rng(2)

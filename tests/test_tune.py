@@ -65,7 +65,7 @@ def test_tune_scores_each_value_on_hidden_training_entries_and_names_the_best(tr
 
 @pytest.mark.parametrize("args, message", [
     (["--setting=hidden_units", "--values=8"], "--setting=hidden_units is not an inference setting of lmrbm "
-                                               "(impute_mode, gibbs_steps)"),
+                                               "(impute_mode, gibbs_steps, mean_field_steps)"),
     (["--setting=gibbs_steps", "--values=2,many"], "--values: 2,many are not all int values"),
     (["--setting=impute_mode", "--values=annealed"], "impute_mode must be one of"),
     (["--setting=gibbs_steps", "--values=2", "--fixed=impute_mode"], "--fixed: 'impute_mode' is not setting=value"),
