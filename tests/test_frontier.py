@@ -55,8 +55,8 @@ def test_frontier_scores_every_point_fine_tunes_a_training_knob_and_resumes(mnis
 
     points = content["points"]
     assert [(p["method"], p["point"]) for p in points] == [
-        ("rbm", "mean-field"), ("rbm", "mean-field +1"), ("rbm", "mean-field +3"), ("rbm", "sampled h"), ("rbm", "Gibbs 1"), ("rbm", "Gibbs 3"), ("rbm", "Gibbs 10"),
-        ("rbm", "sampled v"), ("misgan", "γ_h=0"), ("misgan", "γ_h=5")]
+        ("rbm", "mean-field"), ("rbm", "mean-field +1"), ("rbm", "mean-field +3"), ("rbm", "sampled h"),
+        ("rbm", "Gibbs 1"), ("rbm", "Gibbs 3"), ("rbm", "Gibbs 10"), ("rbm", "sampled v"), ("misgan", "γ_h=0"), ("misgan", "γ_h=5")]
     # The paper's single pass is scored exactly as the Table-1 evaluation scores the cell.
     rbm_dir = str(models / "rbm_independent_0.6")
     model, config = workdir.load_trained(rbm_dir)

@@ -261,7 +261,6 @@ class RBM(OptimizerSettings, Imputer):
         the missing units from it, and computes p(h | v) of the completed v (nothing missing). Draws
         are stateless from ``seed``, step by step.
         """
-        w = self.weight_matrix
         all_observed = tf.ones_like(observed_mask)
         hidden = self.hidden_probabilities(visible, observed_mask)
         total = tf.zeros_like(visible)
@@ -269,7 +268,7 @@ class RBM(OptimizerSettings, Imputer):
             step_seed = tf.random.experimental.stateless_fold_in(tf.cast(seed, tf.int64), tf.cast(step, tf.int64))
             hidden_seed, visible_seed = tf.unstack(tf.random.experimental.stateless_split(step_seed, 2))
             hidden_sample = _bernoulli(hidden, tf.random.stateless_uniform(tf.shape(hidden), hidden_seed))
-            mean = tf.sigmoid(self.product(hidden_sample, w, transpose_b=True) + self.visible_bias)
+            mean = self.visible_probabilities(hidden_sample)
             total += mean
             missing = _bernoulli(mean, tf.random.stateless_uniform(tf.shape(mean), visible_seed))
             completed = visible * observed_mask + missing * (1.0 - observed_mask)
@@ -285,9 +284,9 @@ class RBM(OptimizerSettings, Imputer):
         all_observed = tf.ones_like(observed_mask)
         hidden = self.hidden_probabilities(visible, observed_mask)
         for _ in range(self.mean_field_steps):
-            mean = tf.sigmoid(self.product(hidden, self.weight_matrix, transpose_b=True) + self.visible_bias)
+            mean = self.visible_probabilities(hidden)
             hidden = self.hidden_probabilities(visible * observed_mask + mean * (1.0 - observed_mask), all_observed)
-        return tf.sigmoid(self.product(hidden, self.weight_matrix, transpose_b=True) + self.visible_bias)
+        return self.visible_probabilities(hidden)
 
     def product(self, left: tf.Tensor, right: tf.Tensor, **transpose) -> tf.Tensor:
         """``tf.matmul(left, right, **transpose)`` with operands in the dtype policy's compute dtype,
@@ -326,6 +325,10 @@ class RBM(OptimizerSettings, Imputer):
         """p(h = 1 | v_o) under the (linearised) observed energy; inputs flat [B, n]."""
         visible_input = visible * observed_mask + self._missing_bias(observed_mask)
         return tf.sigmoid(self.product(visible_input, self.weight_matrix) + self.hidden_bias)
+
+    def visible_probabilities(self, hidden: tf.Tensor) -> tf.Tensor:
+        """E[v | h] = σ(Wh + b), flat [B, n] (Alg. 1, line 4 before sampling)."""
+        return tf.sigmoid(self.product(hidden, self.weight_matrix, transpose_b=True) + self.visible_bias)
 
     def cd_updates(self, visible: tf.Tensor, observed_mask: tf.Tensor, uniforms: tuple[tf.Tensor, ...],
                    chain_start: tf.Tensor | None = None) -> dict[str, tf.Tensor]:
@@ -428,25 +431,22 @@ class RBM(OptimizerSettings, Imputer):
     def impute_batch(self, images: tf.Tensor, mask: tf.Tensor, seed: tf.Tensor,
                      mode: str | None = None) -> tf.Tensor:
         """h from p(h | v_o) (linearised), then v = σ(Wh + b); observed pixels kept exactly.
-        ``mean_field``: then ``mean_field_steps`` of :meth:`clamped_mean_field`; ``sample``: h drawn
-        from ``seed``; ``sample_visible``: that, and v drawn from fold_in(``seed``, 1); ``gibbs``:
-        :meth:`clamped_gibbs_mean` instead."""
+        ``mean_field``: :meth:`clamped_mean_field` (0 ``mean_field_steps``: that single pass);
+        ``sample``: h drawn from ``seed``; ``sample_visible``: that, and v drawn from
+        fold_in(``seed``, 1); ``gibbs``: :meth:`clamped_gibbs_mean` instead."""
         mode = mode or self.impute_mode
+        visible, observed_mask = self._flatten(images), self._flatten(mask)
         if mode == "gibbs":
-            mean = self.clamped_gibbs_mean(self._flatten(images), self._flatten(mask), seed)
-            return keep_observed(images, mask, tf.reshape(mean, tf.shape(images)))
-        if mode == "mean_field" and self.mean_field_steps:
-            mean = self.clamped_mean_field(self._flatten(images), self._flatten(mask))
-            return keep_observed(images, mask, tf.reshape(mean, tf.shape(images)))
-        hidden = self.hidden(images, mask)
-        if mode in ("sample", "sample_visible"):
+            filled = self.clamped_gibbs_mean(visible, observed_mask, seed)
+        elif mode == "mean_field":
+            filled = self.clamped_mean_field(visible, observed_mask)
+        elif mode in ("sample", "sample_visible"):
+            hidden = self.hidden_probabilities(visible, observed_mask)
             hidden = _bernoulli(hidden, tf.random.stateless_uniform(tf.shape(hidden), seed))
-        elif mode != "mean_field":
+            filled = self.visible_probabilities(hidden)
+            if mode == "sample_visible":
+                visible_seed = tf.random.experimental.stateless_fold_in(tf.cast(seed, tf.int64), 1)
+                filled = _bernoulli(filled, tf.random.stateless_uniform(tf.shape(filled), visible_seed))
+        else:
             raise ValueError(f"impute mode must be one of {IMPUTE_MODES}, got {mode!r}")
-        reconstruction = tf.sigmoid(
-            self.product(hidden, self.weight_matrix, transpose_b=True) + self.visible_bias)
-        if mode == "sample_visible":
-            visible_seed = tf.random.experimental.stateless_fold_in(tf.cast(seed, tf.int64), 1)
-            reconstruction = _bernoulli(reconstruction, tf.random.stateless_uniform(tf.shape(reconstruction),
-                                                                                    visible_seed))
-        return keep_observed(images, mask, tf.reshape(reconstruction, tf.shape(images)))
+        return keep_observed(images, mask, tf.reshape(filled, tf.shape(images)))
