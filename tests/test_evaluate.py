@@ -155,11 +155,21 @@ def test_collect_tabulates_cells_evaluated_in_separate_runs(mnist_dir, classifie
     assert refused.stderr.strip().splitlines()[-1] == (
         f"error: {table / 'cells' / 'inpaint_square_0.6.json'}: evaluated with another FID classifier (SHA-256 "
         f"{retrained_hash}…) than mean_square_0.6 (SHA-256 {first_hash}…); the cells of one table must share it")
+
+    # A cell without its grid digits (a fresh clone of a repository that carries only the JSON):
+    # the table is collected, the complete grid drawn before is left as it was.
+    (table / "cells" / "inpaint_square_0.6.json").write_text(stored)
     (table / "cells" / "inpaint_square_0.6.npz").unlink()
-    unpaired = run_here("tfimpute.evaluate", *args, f"--output_dir={table}")
-    assert unpaired.stderr.strip().splitlines()[-1] == (
-        f"error: {table / 'cells' / 'inpaint_square_0.6.json'}: no inpaint_square_0.6.npz beside it (the grid "
-        "digits); copy both files of a cell")
+    complete_grid = (table / "imputations.png").read_bytes()
+    (table / "results.md").unlink()
+    without_grid = run_here("tfimpute.evaluate", *args, f"--output_dir={table}")
+    assert without_grid.returncode == 0, without_grid.stderr
+    assert (f"imputation grid not drawn ({table / 'imputations.png'} left as it was): no grid digits for "
+            "inpaint_square_0.6;") in without_grid.stdout
+    assert (table / "imputations.png").read_bytes() == complete_grid
+    assert "| S.O. | 0.6 | " in (table / "results.md").read_text()
+    with open(table / "results.json") as f:
+        assert json.load(f)["cells"] == separate
 
 
 def test_bad_input_gives_a_one_line_error(classifier_dir, tmp_path):

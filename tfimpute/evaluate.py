@@ -52,7 +52,9 @@ without models or data: a table whose cells were evaluated in several runs (othe
 sessions or cluster jobs, each with ``--output_dir`` pointing at copies of the same folder).
 The cells must share the test maskings, the logistic fit and the FID classifier (the hash of
 its weights); otherwise the first that differs is named in one line. Cells asked for but not
-evaluated yet are named in the output and in ``results.md``.
+evaluated yet are named in the output and in ``results.md``. The grid is drawn only when every
+cell's ``.npz`` is there (it holds test digits, which a repository may not carry); otherwise the
+existing ``imputations.png`` is left as it was and the cells without it are named.
 """
 
 from __future__ import annotations
@@ -69,8 +71,8 @@ from tfimpute.classifier import FeatureFid, default_classifier_dir
 from tfimpute.errors import InvalidInputError
 from tfimpute.metrics import LogisticFit
 from tfimpute.models import registry
-from tfimpute.evaluation import (RESULTS_FILE, TABLE_FILE, Cell, EvaluationSettings, TrainingRequest, check_cell,
-                                 collect_results, parse_rates, plan_cells, run_evaluation, write_outputs)
+from tfimpute.evaluation import (GRID_FILE, RESULTS_FILE, TABLE_FILE, Cell, EvaluationSettings, TrainingRequest,
+                                 check_cell, collect_results, parse_rates, plan_cells, run_evaluation, write_outputs)
 from tfimpute.training import TrainingOptions
 
 FLAGS = flags.FLAGS
@@ -150,7 +152,10 @@ def collect(cells: list[Cell], output_dir: str) -> None:
         "collected": True,
         "not_evaluated": missing,
     }
-    write_outputs(output_dir, results, run_settings, results[0]["classifier"])
+    without_grid = write_outputs(output_dir, results, run_settings, results[0]["classifier"])
+    if without_grid:
+        print(f"imputation grid not drawn ({os.path.join(output_dir, GRID_FILE)} left as it was): no grid digits "
+              f"for {', '.join(without_grid)}; they stay in cells/ where those cells were evaluated")
     print(f"collected {len(results)} of {len(cells)} cells into {os.path.join(output_dir, RESULTS_FILE)} and "
           f"{os.path.join(output_dir, TABLE_FILE)}" + (f"; not evaluated yet: {', '.join(missing)}" if missing else ""))
 

@@ -374,8 +374,10 @@ def save_cell(output_dir: str, result: dict[str, Any], grid: dict[str, np.ndarra
 
 
 def write_outputs(output_dir: str, results: list[dict[str, Any]], run_settings: dict[str, Any],
-                  classifier_info: dict[str, Any] | None) -> None:
-    """results.json, results.md, the perception-distortion plot and the imputation grid."""
+                  classifier_info: dict[str, Any] | None) -> list[str]:
+    """results.json, results.md, the perception-distortion plot and the imputation grid; returns the
+    cells without their grid digits (``cells/CELL.npz``). The grid is drawn only when every cell has
+    them: a grid of some cells would replace a complete one drawn where all of them were evaluated."""
     write_json_atomically(os.path.join(output_dir, RESULTS_FILE), {
         "settings": run_settings, "classifier": classifier_info,
         "cells": {result["cell"]: result for result in results}})
@@ -385,9 +387,13 @@ def write_outputs(output_dir: str, results: list[dict[str, Any]], run_settings: 
     os.replace(temporary, os.path.join(output_dir, TABLE_FILE))
     if all("fid" in result for result in results):
         report.plot_perception_distortion(results, os.path.join(output_dir, PLOT_FILE))
+    without_grid = [result["cell"] for result in results
+                    if not os.path.exists(os.path.join(output_dir, CELLS_DIR, f"{result['cell']}.npz"))]
+    if without_grid:
+        return without_grid
     panels: dict[tuple[str, float], dict[str, Any]] = {}
     for result in results:
-        with np.load(os.path.join(output_dir, CELLS_DIR, f"{result['cell']}.npz")) as grid:
+        with np.load(os.path.join(output_dir, CELLS_DIR, f"{result['cell']}.npz"), allow_pickle=False) as grid:
             key = (result["missingness"], result["missing_rate"])
             title = f"{report.MECHANISM_LABELS.get(key[0], key[0])} {key[1]:g}"
             panel = panels.setdefault(key, {"title": title, "images": grid["images"], "mask": grid["mask"],
@@ -395,6 +401,7 @@ def write_outputs(output_dir: str, results: list[dict[str, Any]], run_settings: 
             panel["imputed"][result["method"]] = grid["imputed"]
     if panels and all(panel["images"].ndim == 4 for panel in panels.values()):  # vectors make no picture
         report.plot_imputations(list(panels.values()), os.path.join(output_dir, GRID_FILE))
+    return []
 
 
 def run_evaluation(cells: list[Cell], models_dir: str, output_dir: str, dataset: Dataset | Mnist, fid: FeatureFid | None,
@@ -466,8 +473,6 @@ def collect_results(cells: list[Cell], output_dir: str) -> tuple[list[dict[str, 
         if not os.path.exists(path):
             missing.append(cell.name)
             continue
-        if not os.path.exists(os.path.join(output_dir, CELLS_DIR, f"{cell.name}.npz")):
-            raise WorkdirError(f"{path}: no {cell.name}.npz beside it (the grid digits); copy both files of a cell")
         with open(path) as f:
             result = json.load(f)
         if "classifier" not in result.get("provenance", {}):
