@@ -29,8 +29,11 @@ def define_flags() -> None:
     flags.DEFINE_string("workdir", None, "Training workdir of the model (config.json + checkpoints/).")
     flags.DEFINE_string("setting", None, "The inference setting to choose (e.g. impute_mode).")
     flags.DEFINE_list("values", [], "Candidate values of --setting.")
-    flags.DEFINE_integer("examples", 2000, "Training examples whose observed entries are partly hidden.")
-    flags.DEFINE_float("hide_fraction", 0.2, "Share of their observed entries hidden and scored.")
+    flags.DEFINE_integer("examples", selection.DEFAULT_EXAMPLES,
+                         "Training examples whose observed entries are partly hidden.")
+    flags.DEFINE_float("hide_fraction", selection.DEFAULT_HIDE_FRACTION,
+                       "Share of their observed entries hidden and scored (small: they add to the holes, "
+                       "so validation runs at a higher missing rate than the model's).")
     flags.DEFINE_integer("hide_seed", 0, "Seed of the hidden entries (and of stochastic imputers).")
     flags.DEFINE_list("fixed", [], "Other inference settings held at one value for every candidate, as "
                       "setting=value (e.g. impute_mode=gibbs to choose --gibbs_steps).")
