@@ -26,6 +26,36 @@ def test_hidden_entries_are_observed_ones_with_a_pixels_channels_together():
         selection.hide_observed(mask, 1.0, seed=1)
 
 
+def test_hidden_blocks_are_squares_that_hide_every_pixel_at_the_fraction():
+    from scipy import ndimage
+
+    everything = np.ones((3000, 12, 10, 2), np.float32)
+    _, held = selection.hide_observed(everything, 0.1, seed=2, block=3)
+    assert np.all(held == held[..., :1])
+    per_pixel = held[..., 0].mean(axis=0)  # border pixels as often as inner ones
+    assert per_pixel.mean() == pytest.approx(0.1, abs=0.005)
+    assert per_pixel[0, 0] == pytest.approx(0.1, abs=0.02) and per_pixel[6, 5] == pytest.approx(0.1, abs=0.02)
+    # Sparse squares: a hole away from the border is one whole 3x3 square.
+    _, sparse = selection.hide_observed(everything, 0.01, seed=3, block=3)
+    sizes = []
+    for image in sparse[..., 0]:
+        labels, count = ndimage.label(image)
+        for box in ndimage.find_objects(labels):
+            inner = box[0].start > 0 and box[1].start > 0 and box[0].stop < 12 and box[1].stop < 10
+            if inner:
+                sizes.append((box[0].stop - box[0].start, box[1].stop - box[1].start))
+    assert len(sizes) > 100 and sizes.count((3, 3)) / len(sizes) > 0.9
+    # Only observed pixels are hidden.
+    mask = (np.random.default_rng(0).random((400, 12, 10, 1)) > 0.5).astype(np.float32)
+    visible, held = selection.hide_observed(mask, 0.2, seed=1, block=4)
+    assert np.all(held <= mask) and np.all(visible + held == mask)
+    assert held.sum() / mask.sum() == pytest.approx(0.2, abs=0.02)
+    with pytest.raises(InvalidInputError, match="hide_block=2 needs images of at least 2x2 pixels; the data are 7"):
+        selection.hide_observed(np.ones((5, 7), np.float32), 0.1, seed=0, block=2)
+    with pytest.raises(InvalidInputError, match="hide_block=11 needs images"):
+        selection.hide_observed(mask, 0.1, seed=0, block=11)
+
+
 @pytest.fixture(scope="module")
 def trained_lmrbm(mnist_dir, tmp_path_factory):
     workdir = tmp_path_factory.mktemp("tune") / "lmrbm"
@@ -54,6 +84,15 @@ def test_tune_scores_each_value_on_hidden_training_entries_and_names_the_best(tr
     expected = metrics.missing_rmse(truth, model.impute(truth * mask, mask), mask, held)
     assert scores["mean_field"] == pytest.approx(expected, rel=1e-6)
     assert report["results"][0]["hidden_entries"] == int(held.sum()) > 1000
+
+    blocks = run_here("tfimpute.tune", f"--workdir={trained_lmrbm}", "--setting=impute_mode", "--values=mean_field",
+                      "--examples=200", "--hide_block=4", f"--data_dir={mnist_dir}")
+    by_blocks = json.loads(blocks.stdout.strip().splitlines()[-1])
+    mask, held = selection.hide_observed(train_mask, 0.05, seed=0, block=4)
+    assert by_blocks["hidden"] == {"fraction": 0.05, "examples": 200, "block": 4, "seed": 0}
+    assert by_blocks["results"][0]["hidden_entries"] == int(held.sum())
+    assert by_blocks["results"][0]["validation_rmse"] == pytest.approx(
+        metrics.missing_rmse(truth, model.impute(truth * mask, mask), mask, held), rel=1e-6)
 
     steps = run_here("tfimpute.tune", f"--workdir={trained_lmrbm}", "--setting=gibbs_steps", "--values=1,4",
                      "--fixed=impute_mode=gibbs", "--examples=200", f"--data_dir={mnist_dir}")

@@ -5,6 +5,11 @@ A share of the entries that the training data OBSERVED is hidden as well; the tr
 the training examples under their training masks minus those entries, and the RMSE over the hidden
 entries (whose true values are known) scores each candidate value of the setting. No test example
 is used.
+
+The hidden entries are scattered one by one (``block`` 1) or, for images, hidden in ``block`` x
+``block`` squares, so that they look like the holes a model meets at test time: a pixel whose
+neighbours are all observed is an easy interpolation, a patch is not, and a setting chosen on
+scattered pixels can be the wrong one for patches (docs/results/beyond, P.M. 0.9).
 """
 
 from __future__ import annotations
@@ -28,24 +33,47 @@ DEFAULT_EXAMPLES = 5000
 _HIDE_STREAM = 0x5E1EC7  # second key of the hidden entries' generator
 
 
-def hide_observed(mask: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+def hide_observed(mask: np.ndarray, fraction: float, seed: int, block: int = 1) -> tuple[np.ndarray, np.ndarray]:
     """(the mask with a seeded ``fraction`` of its observed entries hidden too, the hidden entries),
-    both float32 like ``mask``; an image's channels of one pixel are hidden together."""
+    both float32 like ``mask``; an image's channels of one pixel are hidden together.
+
+    ``block`` > 1 (images [N, H, W, C] only) hides ``block`` x ``block`` squares of pixels instead of
+    single pixels: each square's top-left corner is a pixel of the image padded by ``block`` - 1 rows
+    above and ``block`` - 1 columns to the left, chosen independently with probability
+    1 - (1 - fraction)^(1 / block²), so that every pixel, at the border too, is hidden with probability
+    ``fraction`` (independently of the mask).
+    """
     if not 0.0 < fraction < 1.0:
         raise InvalidInputError(f"hide_fraction must be in (0, 1), got {fraction}")
+    if block < 1:
+        raise InvalidInputError(f"hide_block must be >= 1, got {block}")
+    if block > 1 and (mask.ndim != 4 or block > min(mask.shape[1:3])):
+        raise InvalidInputError(f"hide_block={block} needs images of at least {block}x{block} pixels; "
+                                f"the data are {'x'.join(map(str, mask.shape[1:]))}")
     draw_shape = mask.shape[:-1] + (1,) if mask.ndim == 4 else mask.shape
     # Keyed apart from the mask generators' streams: an independent mask drawn from the same seed
     # would otherwise be made of the very same uniforms, and no observed entry would be hidden.
-    hidden = np.random.default_rng([seed, _HIDE_STREAM]).random(draw_shape) < fraction
+    rng = np.random.default_rng([seed, _HIDE_STREAM])
+    if block == 1:
+        hidden = rng.random(draw_shape) < fraction
+    else:
+        corner_probability = 1.0 - (1.0 - fraction) ** (1.0 / block ** 2)
+        n, height, width, _ = draw_shape
+        corners = rng.random((n, height + block - 1, width + block - 1)) < corner_probability
+        # Pixel (r, c) is hidden when a corner lies in rows r..r+block-1, columns c..c+block-1 of the
+        # padded grid: the squares that cover it.
+        windows = np.lib.stride_tricks.sliding_window_view(corners, (block, block), axis=(1, 2))
+        hidden = windows.any(axis=(-2, -1))[..., None]
     held = (np.broadcast_to(hidden, mask.shape) & (mask > 0.5)).astype(np.float32)
     return (mask * (1.0 - held)).astype(np.float32), held
 
 
 def leave_out_rmse(workdir_path: str, dataset: Dataset, setting: str, values: list[Any], examples: int,
                    hide_fraction: float = DEFAULT_HIDE_FRACTION, seed: int = 0,
-                   fixed: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+                   fixed: dict[str, Any] | None = None, hide_block: int = 1) -> list[dict[str, Any]]:
     """For each value of inference ``setting``: the RMSE over a ``hide_fraction`` of the observed
-    entries of the first ``examples`` training examples (their training masks, as in training).
+    entries of the first ``examples`` training examples (their training masks, as in training), hidden
+    in ``hide_block`` x ``hide_block`` squares (:func:`hide_observed`).
     ``fixed``: other inference settings given the same value for every candidate.
 
     ``dataset`` is the workdir's dataset (read with its ``data`` options). Returns one dict per value:
@@ -61,7 +89,7 @@ def leave_out_rmse(workdir_path: str, dataset: Dataset, setting: str, values: li
     shaped = experiment.prepared(rescaled(dataset, experiment.codec_of(config, dataset.shape)), data)
     train_mask = experiment.training_mask(shaped, data)[:count]
     values_true = shaped.train_x[:count]
-    mask, held = hide_observed(train_mask, hide_fraction, seed)
+    mask, held = hide_observed(train_mask, hide_fraction, seed, hide_block)
     if not held.any():
         raise InvalidInputError("no observed entry was hidden; raise --examples or --hide_fraction")
     results = []

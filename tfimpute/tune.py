@@ -3,7 +3,8 @@
     python -m tfimpute.tune --workdir=runs/lmrbm --setting=impute_mode --values=mean_field,sample,gibbs
 
 hides ``--hide_fraction`` of the observed entries of the first ``--examples`` training examples
-(under the masks the model was trained with), imputes them with each value, prints the RMSE over
+(under the masks the model was trained with; one by one, or in ``--hide_block`` x ``--hide_block``
+squares of pixels), imputes them with each value, prints the RMSE over
 the hidden entries per value and the best one, and ends with one JSON line. No test example is
 used (see :mod:`tfimpute.selection`). Settings that can be tuned are the model's inference settings
 (RBMs: ``impute_mode``, ``gibbs_steps``; DCGAN / CGAN: the latent search's).
@@ -34,6 +35,8 @@ def define_flags() -> None:
     flags.DEFINE_float("hide_fraction", selection.DEFAULT_HIDE_FRACTION,
                        "Share of their observed entries hidden and scored (small: they add to the holes, "
                        "so validation runs at a higher missing rate than the model's).")
+    flags.DEFINE_integer("hide_block", 1, "Side of the squares of pixels hidden together (images); 1: single "
+                         "entries. Near the size of the test holes (patches) the validation sees holes like them.")
     flags.DEFINE_integer("hide_seed", 0, "Seed of the hidden entries (and of stochastic imputers).")
     flags.DEFINE_list("fixed", [], "Other inference settings held at one value for every candidate, as "
                       "setting=value (e.g. impute_mode=gibbs to choose --gibbs_steps).")
@@ -69,13 +72,16 @@ def main(argv: list[str]) -> None:
     data = config["data"]
     dataset = cli.load_dataset(data, data["train_size"], data["test_size"])
     results = selection.leave_out_rmse(FLAGS.workdir, dataset, FLAGS.setting, values, FLAGS.examples,
-                                       FLAGS.hide_fraction, FLAGS.hide_seed, fixed)
+                                       FLAGS.hide_fraction, FLAGS.hide_seed, fixed, FLAGS.hide_block)
     for result in results:
         print(f"--{FLAGS.setting}={result['value']}: RMSE {result['validation_rmse']:.4f} over "
               f"{result['hidden_entries']} hidden observed entries")
     best = min(results, key=lambda result: result["validation_rmse"])
     print(f"best: --{FLAGS.setting}={best['value']} (chosen on training examples only)")
-    print(json.dumps({"setting": FLAGS.setting, "fixed": fixed, "best": best["value"], "results": results}))
+    hidden = {"fraction": FLAGS.hide_fraction, "examples": FLAGS.examples, "block": FLAGS.hide_block,
+              "seed": FLAGS.hide_seed}
+    print(json.dumps({"setting": FLAGS.setting, "fixed": fixed, "hidden": hidden, "best": best["value"],
+                      "results": results}))
 
 
 if __name__ == "__main__":
