@@ -290,9 +290,15 @@ def test_a_lone_worker_says_whom_it_waits_for_gives_up_in_one_line_and_stops_on_
                            f"worker 1 (localhost:{peer})"], err
     assert waiting.returncode == -signal.SIGKILL and "Traceback" not in err
 
-    deadline = time.monotonic() + 60  # SIGTERM once it waits (it said so), not while TensorFlow imports
-    while "waiting up to" not in stopped.stdout.readline() and time.monotonic() < deadline:
-        pass
+    # SIGTERM once it waits (it said so), not while TensorFlow imports: on a loaded machine the
+    # import alone has taken over a minute.
+    deadline, waits = time.monotonic() + 300, False
+    while not waits and time.monotonic() < deadline:
+        line = stopped.stdout.readline()
+        waits = "waiting up to" in line
+        if not line and stopped.poll() is not None:
+            break
+    assert waits, f"worker 0 never said it was waiting: {stopped.communicate(timeout=30)}"
     os.killpg(stopped.pid, signal.SIGTERM)  # what a scheduler stopping the job sends
     _, err = stopped.communicate(timeout=30)
     assert stopped.returncode in (-signal.SIGKILL, -signal.SIGTERM)
