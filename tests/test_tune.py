@@ -39,7 +39,7 @@ def test_hidden_blocks_are_squares_that_hide_every_pixel_at_the_fraction():
     _, sparse = selection.hide_observed(everything, 0.01, seed=3, block=3)
     sizes = []
     for image in sparse[..., 0]:
-        labels, count = ndimage.label(image)
+        labels, _ = ndimage.label(image)
         for box in ndimage.find_objects(labels):
             inner = box[0].start > 0 and box[1].start > 0 and box[0].stop < 12 and box[1].stop < 10
             if inner:
