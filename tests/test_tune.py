@@ -56,6 +56,23 @@ def test_hidden_blocks_are_squares_that_hide_every_pixel_at_the_fraction():
         selection.hide_observed(mask, 0.1, seed=0, block=11)
 
 
+def test_auto_hide_block_is_the_side_of_the_training_patches():
+    from tfimpute import masks
+
+    patch = {"missingness": "patch", "num_patches": 32, "mask_seed": 0}
+    sides = [selection.hide_block_like_holes({**patch, "missing_rate": rate}, (28, 28, 1)) for rate in (0.3, 0.6, 0.9)]
+    assert sides == [3, 5, 8]  # scales 3.04, 4.97, 8.28
+    # The side follows the image size and the patch count, as the masks' calibration does.
+    wide = {**patch, "missing_rate": 0.6, "num_patches": 8}
+    assert selection.hide_block_like_holes(wide, (40, 30, 3)) == round(masks.patch_scale(0.6, 8, (40, 30)))
+    assert selection.hide_block_like_holes(wide, (40, 30, 3)) > 5
+    for data, shape in [({**patch, "missing_rate": 0.6, "missingness": "independent"}, (28, 28, 1)),
+                        ({**patch, "missing_rate": 0.6, "missingness": "square"}, (28, 28, 1)),
+                        ({**patch, "missing_rate": 0.6, "complete_training_data": True}, (28, 28, 1)),
+                        ({**patch, "missing_rate": 0.6, "missingness": "mar"}, (13,))]:
+        assert selection.hide_block_like_holes(data, shape) == 1
+
+
 @pytest.fixture(scope="module")
 def trained_lmrbm(mnist_dir, tmp_path_factory):
     workdir = tmp_path_factory.mktemp("tune") / "lmrbm"
@@ -94,6 +111,13 @@ def test_tune_scores_each_value_on_hidden_training_entries_and_names_the_best(tr
     assert by_blocks["results"][0]["validation_rmse"] == pytest.approx(
         metrics.missing_rmse(truth, model.impute(truth * mask, mask), mask, held), rel=1e-6)
 
+    # auto: the model trained on independent holes, so single pixels, as the default.
+    auto = run_here("tfimpute.tune", f"--workdir={trained_lmrbm}", "--setting=impute_mode", "--values=mean_field",
+                    "--examples=200", "--hide_block=auto", f"--data_dir={mnist_dir}")
+    by_auto = json.loads(auto.stdout.strip().splitlines()[-1])
+    assert "--hide_block=auto: 1x1 squares (independent training holes)" in auto.stdout
+    assert by_auto["hidden"]["block"] == 1 and by_auto["results"] == report["results"][:1]
+
     steps = run_here("tfimpute.tune", f"--workdir={trained_lmrbm}", "--setting=gibbs_steps", "--values=1,4",
                      "--fixed=impute_mode=gibbs", "--examples=200", f"--data_dir={mnist_dir}")
     by_steps = json.loads(steps.stdout.strip().splitlines()[-1])
@@ -108,6 +132,8 @@ def test_tune_scores_each_value_on_hidden_training_entries_and_names_the_best(tr
     (["--setting=gibbs_steps", "--values=2,many"], "--values: 2,many are not all int values"),
     (["--setting=impute_mode", "--values=annealed"], "impute_mode must be one of"),
     (["--setting=gibbs_steps", "--values=2", "--fixed=impute_mode"], "--fixed: 'impute_mode' is not setting=value"),
+    (["--setting=gibbs_steps", "--values=2", "--hide_block=0"], "--hide_block=0 is neither a positive integer nor auto"),
+    (["--setting=gibbs_steps", "--values=2", "--hide_block=big"], "--hide_block=big is neither"),
 ])
 def test_tune_refuses_bad_requests_in_one_line(trained_lmrbm, mnist_dir, args, message):
     result = run_here("tfimpute.tune", f"--workdir={trained_lmrbm}", f"--data_dir={mnist_dir}", *args)

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from tfimpute import experiment, metrics, workdir
+from tfimpute import experiment, masks, metrics, workdir
 from tfimpute.datasets import Dataset, rescaled
 from tfimpute.errors import InvalidInputError
 from tfimpute.training import model_inputs
@@ -66,6 +66,17 @@ def hide_observed(mask: np.ndarray, fraction: float, seed: int, block: int = 1) 
         hidden = windows.any(axis=(-2, -1))[..., None]
     held = (np.broadcast_to(hidden, mask.shape) & (mask > 0.5)).astype(np.float32)
     return (mask * (1.0 - held)).astype(np.float32), held
+
+
+def hide_block_like_holes(data: dict[str, Any], data_shape: tuple[int, ...]) -> int:
+    """The ``hide_block`` whose squares look like the training holes: for ``patch`` masks on images
+    the side of their rectangles (the calibrated scale, rounded: 3, 5, 8 on MNIST at rates 0.3, 0.6,
+    0.9), else 1 (single entries). A pixel hidden alone among observed ones is an easy interpolation,
+    a patch is not (docs/results/beyond, "Hidden squares for patch holes")."""
+    if not experiment.synthetic_training_holes(data) or data["missingness"] != "patch" or len(data_shape) != 3:
+        return 1
+    scale = masks.patch_scale(float(data["missing_rate"]), int(data["num_patches"]), tuple(data_shape[:2]))
+    return max(1, round(scale))
 
 
 def leave_out_rmse(workdir_path: str, dataset: Dataset, setting: str, values: list[Any], examples: int,

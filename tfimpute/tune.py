@@ -4,7 +4,7 @@
 
 hides ``--hide_fraction`` of the observed entries of the first ``--examples`` training examples
 (under the masks the model was trained with; one by one, or in ``--hide_block`` x ``--hide_block``
-squares of pixels), imputes them with each value, prints the RMSE over
+squares of pixels, ``--hide_block=auto`` the side of the training patches), imputes them with each value, prints the RMSE over
 the hidden entries per value and the best one, and ends with one JSON line. No test example is
 used (see :mod:`tfimpute.selection`). Settings that can be tuned are the model's inference settings
 (RBMs: ``impute_mode``, ``gibbs_steps``; DCGAN / CGAN: the latent search's).
@@ -35,8 +35,9 @@ def define_flags() -> None:
     flags.DEFINE_float("hide_fraction", selection.DEFAULT_HIDE_FRACTION,
                        "Share of their observed entries hidden and scored (small: they add to the holes, "
                        "so validation runs at a higher missing rate than the model's).")
-    flags.DEFINE_integer("hide_block", 1, "Side of the squares of pixels hidden together (images); 1: single "
-                         "entries. Near the size of the test holes (patches) the validation sees holes like them.")
+    flags.DEFINE_string("hide_block", "1", "Side of the squares of pixels hidden together (images); 1: single "
+                        "entries; auto: the side of the training patches (patch masks), else 1. Near the size "
+                        "of the test holes (patches) the validation sees holes like them.")
     flags.DEFINE_integer("hide_seed", 0, "Seed of the hidden entries (and of stochastic imputers).")
     flags.DEFINE_list("fixed", [], "Other inference settings held at one value for every candidate, as "
                       "setting=value (e.g. impute_mode=gibbs to choose --gibbs_steps).")
@@ -56,6 +57,17 @@ def parsed_values(model_name: str, setting: str, texts: list[str]) -> list[Any]:
         raise InvalidInputError(f"--values: {','.join(texts)} are not all {kind.__name__} values") from None
 
 
+def hide_block(text: str, data: dict[str, Any], data_shape: tuple[int, ...]) -> int:
+    """``--hide_block`` as a side: a positive integer, or ``auto`` (:func:`selection.hide_block_like_holes`)."""
+    if text == "auto":
+        block = selection.hide_block_like_holes(data, data_shape)
+        print(f"--hide_block=auto: {block}x{block} squares ({data['missingness']} training holes)")
+        return block
+    if not text.isdigit() or int(text) < 1:
+        raise InvalidInputError(f"--hide_block={text} is neither a positive integer nor auto")
+    return int(text)
+
+
 def main(argv: list[str]) -> None:
     if not FLAGS.workdir or not FLAGS.setting or not FLAGS.values:
         raise InvalidInputError("--workdir, --setting and --values are required")
@@ -71,14 +83,15 @@ def main(argv: list[str]) -> None:
         fixed[name] = parsed_values(config["model"], name, [text])[0]
     data = config["data"]
     dataset = cli.load_dataset(data, data["train_size"], data["test_size"])
+    block = hide_block(FLAGS.hide_block, data, dataset.shape)
     results = selection.leave_out_rmse(FLAGS.workdir, dataset, FLAGS.setting, values, FLAGS.examples,
-                                       FLAGS.hide_fraction, FLAGS.hide_seed, fixed, FLAGS.hide_block)
+                                       FLAGS.hide_fraction, FLAGS.hide_seed, fixed, block)
     for result in results:
         print(f"--{FLAGS.setting}={result['value']}: RMSE {result['validation_rmse']:.4f} over "
               f"{result['hidden_entries']} hidden observed entries")
     best = min(results, key=lambda result: result["validation_rmse"])
     print(f"best: --{FLAGS.setting}={best['value']} (chosen on training examples only)")
-    hidden = {"fraction": FLAGS.hide_fraction, "examples": FLAGS.examples, "block": FLAGS.hide_block,
+    hidden = {"fraction": FLAGS.hide_fraction, "examples": FLAGS.examples, "block": block,
               "seed": FLAGS.hide_seed}
     print(json.dumps({"setting": FLAGS.setting, "fixed": fixed, "hidden": hidden, "best": best["value"],
                       "results": results}))
