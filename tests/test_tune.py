@@ -88,6 +88,8 @@ def test_tune_scores_each_value_on_hidden_training_entries_and_names_the_best(tr
                       "--values=mean_field,gibbs", "--examples=200", f"--data_dir={mnist_dir}")
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout.strip().splitlines()[-1])
+    # The default --hide_block=auto: single pixels for a model trained on independent holes.
+    assert "--hide_block=auto: 1x1 squares (independent training holes)" in result.stdout
     scores = {row["value"]: row["validation_rmse"] for row in report["results"]}
     assert report["best"] == min(scores, key=scores.get) and set(scores) == {"mean_field", "gibbs"}
     assert f"--impute_mode={report['best']}" in result.stdout
@@ -111,19 +113,30 @@ def test_tune_scores_each_value_on_hidden_training_entries_and_names_the_best(tr
     assert by_blocks["results"][0]["validation_rmse"] == pytest.approx(
         metrics.missing_rmse(truth, model.impute(truth * mask, mask), mask, held), rel=1e-6)
 
-    # auto: the model trained on independent holes, so single pixels, as the default.
-    auto = run_here("tfimpute.tune", f"--workdir={trained_lmrbm}", "--setting=impute_mode", "--values=mean_field",
-                    "--examples=200", "--hide_block=auto", f"--data_dir={mnist_dir}")
-    by_auto = json.loads(auto.stdout.strip().splitlines()[-1])
-    assert "--hide_block=auto: 1x1 squares (independent training holes)" in auto.stdout
-    assert by_auto["hidden"]["block"] == 1 and by_auto["results"] == report["results"][:1]
-
     steps = run_here("tfimpute.tune", f"--workdir={trained_lmrbm}", "--setting=gibbs_steps", "--values=1,4",
                      "--fixed=impute_mode=gibbs", "--examples=200", f"--data_dir={mnist_dir}")
     by_steps = json.loads(steps.stdout.strip().splitlines()[-1])
     assert by_steps["fixed"] == {"impute_mode": "gibbs"}
     gibbs_steps = {row["value"]: row["validation_rmse"] for row in by_steps["results"]}
     assert gibbs_steps[4] != gibbs_steps[1] and gibbs_steps[4] == pytest.approx(scores["gibbs"], abs=0.05)
+
+
+def test_tune_hides_squares_of_the_patch_side_by_default_for_a_patch_trained_model(mnist_dir, tmp_path):
+    workdir = tmp_path / "lmrbm_patch"
+    trained = run_here("tfimpute.train", "--model=lmrbm", f"--data_dir={mnist_dir}", "--train_size=200",
+                       "--test_size=20", "--hidden_units=16", "--batch_size=50", "--epochs=1",
+                       "--missingness=patch", "--missing_rate=0.6", f"--workdir={workdir}")
+    assert trained.returncode == 0, trained.stderr
+    result = run_here("tfimpute.tune", f"--workdir={workdir}", "--setting=mean_field_steps", "--values=0,1",
+                      "--examples=200", f"--data_dir={mnist_dir}")
+    assert result.returncode == 0, result.stderr
+    assert "--hide_block=auto: 5x5 squares (patch training holes)" in result.stdout
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    _, config = load_trained(str(workdir))
+    dataset = load_dataset("mnist", data_dir=mnist_dir, train_size=200, test_size=20)
+    train_mask = experiment.training_mask(dataset, config["data"])[:200]
+    _, held = selection.hide_observed(train_mask, 0.05, seed=0, block=5)
+    assert report["hidden"]["block"] == 5 and report["results"][0]["hidden_entries"] == int(held.sum())
 
 
 @pytest.mark.parametrize("args, message", [

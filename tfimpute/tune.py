@@ -35,7 +35,7 @@ def define_flags() -> None:
     flags.DEFINE_float("hide_fraction", selection.DEFAULT_HIDE_FRACTION,
                        "Share of their observed entries hidden and scored (small: they add to the holes, "
                        "so validation runs at a higher missing rate than the model's).")
-    flags.DEFINE_string("hide_block", "1", "Side of the squares of pixels hidden together (images); 1: single "
+    flags.DEFINE_string("hide_block", "auto", "Side of the squares of pixels hidden together (images); 1: single "
                         "entries; auto: the side of the training patches (patch masks), else 1. Near the size "
                         "of the test holes (patches) the validation sees holes like them.")
     flags.DEFINE_integer("hide_seed", 0, "Seed of the hidden entries (and of stochastic imputers).")
