@@ -4,8 +4,8 @@
 
 hides ``--hide_fraction`` of the observed entries of the first ``--examples`` training examples
 (under the masks the model was trained with; one by one, or in ``--hide_block`` x ``--hide_block``
-squares of pixels, ``--hide_block=auto`` the side of the training patches), imputes them with each value, prints the RMSE over
-the hidden entries per value and the best one, and ends with one JSON line. No test example is
+squares of pixels, ``--hide_block=auto`` the side of the training patches), imputes them with each
+value, prints the RMSE over the hidden entries per value and the best one, and ends with one JSON line. No test example is
 used (see :mod:`tfimpute.selection`). Settings that can be tuned are the model's inference settings
 (RBMs: ``impute_mode``, ``gibbs_steps``; DCGAN / CGAN: the latent search's).
 """
@@ -57,12 +57,11 @@ def parsed_values(model_name: str, setting: str, texts: list[str]) -> list[Any]:
         raise InvalidInputError(f"--values: {','.join(texts)} are not all {kind.__name__} values") from None
 
 
-def hide_block(text: str, data: dict[str, Any], data_shape: tuple[int, ...]) -> int:
-    """``--hide_block`` as a side: a positive integer, or ``auto`` (:func:`selection.hide_block_like_holes`)."""
+def given_hide_block(text: str) -> int | None:
+    """``--hide_block`` as a side, or None for ``auto`` (resolved once the data are read); checked
+    before the data are loaded, so that a bad value fails at once."""
     if text == "auto":
-        block = selection.hide_block_like_holes(data, data_shape)
-        print(f"--hide_block=auto: {block}x{block} squares ({data['missingness']} training holes)")
-        return block
+        return None
     if not text.isdigit() or int(text) < 1:
         raise InvalidInputError(f"--hide_block={text} is neither a positive integer nor auto")
     return int(text)
@@ -75,6 +74,7 @@ def main(argv: list[str]) -> None:
     if config is None:
         raise InvalidInputError(f"{FLAGS.workdir}: no {workdir.CONFIG_FILE}; is this a tfimpute training workdir?")
     values = parsed_values(config["model"], FLAGS.setting, FLAGS.values)
+    block = given_hide_block(FLAGS.hide_block)
     fixed = {}
     for item in FLAGS.fixed:
         name, separator, text = item.partition("=")
@@ -83,7 +83,9 @@ def main(argv: list[str]) -> None:
         fixed[name] = parsed_values(config["model"], name, [text])[0]
     data = config["data"]
     dataset = cli.load_dataset(data, data["train_size"], data["test_size"])
-    block = hide_block(FLAGS.hide_block, data, dataset.shape)
+    if block is None:
+        block = selection.hide_block_like_holes(data, dataset.shape)
+        print(f"--hide_block=auto: {block}x{block} squares ({data['missingness']} training holes)")
     results = selection.leave_out_rmse(FLAGS.workdir, dataset, FLAGS.setting, values, FLAGS.examples,
                                        FLAGS.hide_fraction, FLAGS.hide_seed, fixed, block)
     for result in results:
